@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install demo test lint check protos protos-check bench-serve bench-batch bench-watch train clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+test: $(STAMP) protos-check lint
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check serve batch scripts tests
+
+check: lint
+	$(PY) -m mypy serve batch
+
+protos: $(STAMP)
+	$(PY) scripts/gen_protos.py
+
+protos-check: $(STAMP)
+	$(PY) scripts/gen_protos.py --check
+
+bench-serve: $(STAMP)
+	$(PY) scripts/bench_serve.py
+
+bench-batch: $(STAMP)
+	$(PY) scripts/bench_batch.py
+
+bench-watch: $(STAMP)
+	$(PY) scripts/bench_watch.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

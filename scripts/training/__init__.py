@@ -1,0 +1,1 @@
+"""Training library behind `scripts/train.py`: tasks, architectures, data loading and export."""

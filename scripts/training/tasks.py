@@ -1,0 +1,284 @@
+"""The documented tasks: input spec, preprocessing and the architectures each can train.
+
+spec = get_task("cifar10"); arch = spec.arch("tutorial"); model = arch.build(...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from serve.manifest import Preprocessing
+from training import architectures as nets
+from training.architectures import Builder
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+
+class TaskError(ValueError):
+    """Unknown task or architecture; the message lists the valid names."""
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training-time augmentation, as the tutorials' ImageDataGenerator offered it."""
+
+    flip: bool = False
+    shift: float = 0.0  # fraction of height/width
+    rotation: float = 0.0  # fraction of a full turn
+    zoom: float = 0.0
+
+    @property
+    def any(self) -> bool:
+        return self.flip or bool(self.shift or self.rotation or self.zoom)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How an architecture is trained by default; command-line flags override the numbers."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    schedule: str = "constant"  # constant | cosine
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0
+    patience: int = 5
+    augment: Augment = field(default_factory=Augment)
+    tta_flip: bool = False  # export averages the prediction of the image and its mirror
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    build: Builder
+    description: str
+    recipe: Recipe = field(default_factory=Recipe)
+    preprocessing: Preprocessing | None = None  # overrides the task's default
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    preprocessing: Preprocessing
+    architectures: dict[str, Architecture]
+    default_arch: str
+    classes: tuple[str, ...] | None = None  # None: taken from the data's class folders
+    keras_dataset: str | None = None  # a keras.datasets loader for users with internet
+
+    def arch(self, name: str | None) -> Architecture:
+        chosen = name or self.default_arch
+        if chosen not in self.architectures:
+            valid = ", ".join(sorted(self.architectures))
+            raise TaskError(
+                f"unknown architecture {chosen!r} for task {self.name!r}; valid: {valid}"
+            )
+        return self.architectures[chosen]
+
+    def preprocessing_for(self, arch: Architecture) -> Preprocessing:
+        return arch.preprocessing or self.preprocessing
+
+
+def _tiny() -> Architecture:
+    return Architecture(
+        "tiny", nets.tiny_cnn, "a few thousand parameters, for tests", Recipe(epochs=2)
+    )
+
+
+_GRAY28 = Preprocessing(color_mode="grayscale", size=(28, 28), resize="stretch")
+_RGB32 = Preprocessing(color_mode="rgb", size=(32, 32), resize="stretch")
+_MNIST_AUG = Augment(shift=0.1, rotation=0.03, zoom=0.1)
+_PHOTO_AUG = Augment(flip=True, shift=0.1, rotation=0.05, zoom=0.1)
+
+TASKS: dict[str, Task] = {
+    "mnist": Task(
+        name="mnist",
+        preprocessing=_GRAY28,
+        classes=tuple(str(d) for d in range(10)),
+        keras_dataset="mnist",
+        default_arch="cnn",
+        architectures={
+            "tutorial": Architecture(
+                "tutorial",
+                nets.mnist_tutorial_000,
+                "tutorial 000 (628,630 params)",
+                Recipe(epochs=10, batch_size=128, patience=2),
+            ),
+            "tutorial-004": Architecture(
+                "tutorial-004",
+                nets.mnist_tutorial_004,
+                "tutorial 004 (1,199,882 params)",
+                Recipe(epochs=3, batch_size=128, patience=2),
+            ),
+            "cnn": Architecture(
+                "cnn",
+                nets.small_cnn((32, 64), dropout=0.3, name="mnist_cnn"),
+                "VGG-style CNN, BN, GAP; shift/rotate/zoom augmentation, cosine schedule",
+                Recipe(
+                    epochs=10,
+                    batch_size=128,
+                    learning_rate=3e-3,
+                    schedule="cosine",
+                    label_smoothing=0.05,
+                    patience=10,
+                    augment=_MNIST_AUG,
+                ),
+            ),
+            "tiny": _tiny(),
+        },
+    ),
+    "cifar10": Task(
+        name="cifar10",
+        preprocessing=_RGB32,
+        classes=CIFAR10_CLASSES,
+        keras_dataset="cifar10",
+        default_arch="cnn",
+        architectures={
+            "tutorial": Architecture(
+                "tutorial",
+                nets.cifar10_tutorial_000,
+                "tutorial 000 (430,102 params)",
+                Recipe(epochs=30, batch_size=32, patience=5),
+            ),
+            "tutorial-003": Architecture(
+                "tutorial-003",
+                nets.cifar10_tutorial_003,
+                "tutorial 003 (552,874 params)",
+                Recipe(epochs=14, batch_size=64, patience=14),
+            ),
+            "cnn": Architecture(
+                "cnn",
+                nets.small_cnn((32, 64, 128), dropout=0.2, name="cifar10_cnn"),
+                "VGG-style CNN, BN, GAP; flip + shift augmentation, cosine schedule, flip TTA",
+                Recipe(
+                    epochs=15,
+                    batch_size=128,
+                    learning_rate=3e-3,
+                    schedule="cosine",
+                    label_smoothing=0.1,
+                    weight_decay=5e-4,
+                    patience=15,
+                    augment=Augment(flip=True, shift=0.125),
+                    tta_flip=True,
+                ),
+            ),
+            "resnet": Architecture(
+                "resnet",
+                nets.residual_cnn((48, 96, 192), dropout=0.2, name="cifar10_resnet"),
+                "residual CNN (171M MACs), for machines with more CPU than ours; flip TTA",
+                Recipe(
+                    epochs=30,
+                    batch_size=128,
+                    learning_rate=3e-3,
+                    schedule="cosine",
+                    label_smoothing=0.1,
+                    weight_decay=5e-4,
+                    patience=30,
+                    augment=Augment(flip=True, shift=0.125),
+                    tta_flip=True,
+                ),
+            ),
+            "tiny": _tiny(),
+        },
+    ),
+    "homer_bart": Task(
+        name="homer_bart",
+        preprocessing=Preprocessing(color_mode="rgb", size=(64, 64), resize="stretch"),
+        default_arch="cnn",
+        architectures={
+            "tutorial": Architecture(
+                "tutorial",
+                nets.homer_bart_tutorial_001,
+                "tutorial 001 (13,486,535 params)",
+                Recipe(epochs=50, batch_size=8, patience=50),
+            ),
+            "cnn": Architecture(
+                "cnn",
+                nets.small_cnn((32, 64, 128), dropout=0.4, name="homer_bart_cnn"),
+                "VGG-style CNN, BN, GAP; heavy augmentation, flip TTA",
+                Recipe(
+                    epochs=80,
+                    batch_size=16,
+                    learning_rate=2e-3,
+                    schedule="cosine",
+                    label_smoothing=0.1,
+                    patience=120,
+                    augment=_PHOTO_AUG,
+                    tta_flip=True,
+                ),
+            ),
+            "tiny": _tiny(),
+        },
+    ),
+    "blood_cells": Task(
+        name="blood_cells",
+        preprocessing=Preprocessing(color_mode="rgb", size=(200, 200), resize="stretch"),
+        default_arch="cnn",
+        architectures={
+            "tutorial": Architecture(
+                "tutorial",
+                nets.blood_cells_tutorial_002,
+                "tutorial 002 (10,250,788 params)",
+                Recipe(epochs=5, batch_size=16, patience=5),
+            ),
+            "cnn": Architecture(
+                "cnn",
+                nets.small_cnn((32, 64, 128), dropout=0.3, name="blood_cells_cnn"),
+                "VGG-style CNN on 60x80, BN, GAP; flips, shifts, rotation; flip TTA",
+                Recipe(
+                    epochs=12,
+                    batch_size=32,
+                    learning_rate=2e-3,
+                    schedule="cosine",
+                    label_smoothing=0.1,
+                    patience=25,
+                    augment=Augment(flip=True, shift=0.1, rotation=0.05),
+                    tta_flip=True,
+                ),
+                preprocessing=Preprocessing(color_mode="rgb", size=(60, 80), resize="stretch"),
+            ),
+            "tiny": _tiny(),
+        },
+    ),
+    "faces": Task(
+        name="faces",
+        preprocessing=Preprocessing(color_mode="rgb", size=(224, 224), resize="pad", scale=1.0),
+        default_arch="cnn",
+        architectures={
+            "tutorial": Architecture(
+                "tutorial",
+                nets.faces_tutorial_003,
+                "tutorial 003 (635,170 params)",
+                Recipe(epochs=40, batch_size=32, patience=40),
+            ),
+            "cnn": Architecture(
+                "cnn",
+                nets.small_cnn((32, 64, 128), dropout=0.4, name="faces_cnn"),
+                "VGG-style CNN on 64x64 padded faces, BN, GAP; heavy augmentation, flip TTA",
+                Recipe(
+                    epochs=80,
+                    batch_size=16,
+                    learning_rate=2e-3,
+                    schedule="cosine",
+                    label_smoothing=0.1,
+                    patience=120,
+                    augment=_PHOTO_AUG,
+                    tta_flip=True,
+                ),
+                preprocessing=Preprocessing(color_mode="rgb", size=(64, 64), resize="pad"),
+            ),
+            "tiny": _tiny(),
+        },
+    ),
+}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise TaskError(f"unknown task {name!r}; valid: {', '.join(sorted(TASKS))}")
+    return TASKS[name]
+
+
+def with_size(pre: Preprocessing, size: tuple[int, int] | None) -> Preprocessing:
+    return pre if size is None else replace(pre, size=size)

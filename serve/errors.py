@@ -1,0 +1,50 @@
+"""Domain errors. Transports map them to their own status codes in one place.
+
+ServeError
+├── ModelNotFound          no model of that name
+├── VersionNotFound        the model exists, the version or label does not
+├── ModelNotReady          the version exists but is not available (loading, failed)
+├── InvalidInput           a request's input is malformed; names the input index
+├── ResourceExhausted      a queue or size limit was reached
+└── ManifestError          a version directory's manifest is missing or malformed
+"""
+
+from __future__ import annotations
+
+
+class ServeError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ModelNotFound(ServeError):
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        hint = f"; known models: {', '.join(sorted(known))}" if known else ""
+        super().__init__(f"model {name!r} not found{hint}")
+        self.name = name
+
+
+class VersionNotFound(ServeError):
+    def __init__(self, name: str, version: int | str, known: list[int] | None = None) -> None:
+        hint = f"; available versions: {', '.join(map(str, sorted(known)))}" if known else ""
+        super().__init__(f"model {name!r} has no version {version!r}{hint}")
+        self.name = name
+        self.version = version
+
+
+class ModelNotReady(ServeError):
+    """The version is known but cannot answer now (still loading, or failed)."""
+
+
+class InvalidInput(ServeError):
+    def __init__(self, message: str, index: int | None = None) -> None:
+        prefix = f"input {index}: " if index is not None else ""
+        super().__init__(prefix + message)
+        self.index = index
+
+
+class ResourceExhausted(ServeError):
+    """A bounded resource (queue, message size, image count) is full or exceeded."""
+
+
+class ManifestError(ServeError):
+    """A manifest.json is missing, unreadable or does not follow the schema."""

@@ -1,0 +1,1 @@
+"""gRPC transport: generated code, protobuf <-> domain conversion, servicers and the server."""
