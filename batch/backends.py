@@ -1,0 +1,148 @@
+"""Where a batch goes to be classified: a model loaded in-process, or a running clfserve.
+
+Both backends take tensors already preprocessed by `serve.preprocess` on this side, so a file
+gets the same probabilities whichever way it is classified.
+
+    backend = open_backend("cifar10", repository=Path("trained"))          # in-process
+    backend = open_backend("cifar10", server="127.0.0.1:8500")             # through clfserve
+    probs = backend.classify(batch)  # float32 [N, H, W, C] -> float32 [N, len(backend.labels)]
+    backend.close()
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from serve.errors import ModelNotFound, ServeError, VersionNotFound
+from serve.manifest import Preprocessing
+from serve.repository import ModelVersion, resolve
+
+DEFAULT_REPOSITORY = Path("trained")
+CONNECT_TIMEOUT = 5.0
+
+
+class Backend(Protocol):
+    """A model version that classifies preprocessed batches."""
+
+    model: str
+    version: int
+    labels: tuple[str, ...]
+    preprocessing: Preprocessing
+
+    def classify(self, batch: np.ndarray) -> np.ndarray:
+        """Preprocessed float32 NHWC -> probabilities float32 [N, len(labels)]."""
+        ...
+
+    def close(self) -> None:
+        """Release the model or the connection. Safe to call twice."""
+        ...
+
+
+class LocalBackend:
+    """A repository version loaded into this process (`serve.loader`), called via its signature."""
+
+    def __init__(self, version: ModelVersion) -> None:
+        from serve.loader import load  # imports TensorFlow: only when a local model is wanted
+
+        self.model = version.name
+        self.version = version.version
+        self.labels = version.manifest.classes
+        self.preprocessing = version.manifest.preprocessing
+        self.manifest = version.manifest
+        self._classifier: Any = load(version)
+
+    def classify(self, batch: np.ndarray) -> np.ndarray:
+        if self._classifier is None:
+            raise RuntimeError("backend is closed")
+        return self._classifier.predict(batch)
+
+    def close(self) -> None:
+        self._classifier = None
+
+
+class RemoteBackend:
+    """A model served by clfserve, reached through `serve.client.Client`.
+
+    Raises `serve.errors.ServerUnavailable` when the server does not answer within
+    `connect_timeout`, and ModelNotFound / VersionNotFound (listing what exists) for bad names.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        model: str,
+        version: int | None = None,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        timeout: float = 60.0,
+    ) -> None:
+        from serve.client import Client
+
+        self._client: Any = Client(target, timeout=timeout)
+        try:
+            self._client.wait_ready(connect_timeout)
+            info = self._client.get_model(model)
+            self.version = _pick_version(model, version, info)
+            self.model = model
+            self.labels = tuple(info.classes)
+            self.preprocessing = _preprocessing_of(info)
+        except BaseException:
+            self._client.close()
+            raise
+
+    def classify(self, batch: np.ndarray) -> np.ndarray:
+        result = self._client.classify(
+            self.model, batch, version=self.version, top_k=1, preprocessed=True
+        )
+        order = [result.labels.index(label) for label in self.labels]
+        probs = np.asarray([p.probabilities for p in result.predictions], dtype=np.float32)
+        return probs[:, order] if probs.size else probs.reshape(0, len(self.labels))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _pick_version(model: str, wanted: int | None, info: Any) -> int:
+    versions = sorted(int(v) for v in info.versions)
+    if wanted is None:
+        if not versions:
+            raise VersionNotFound(model, "latest", [])
+        return versions[-1]
+    if wanted not in versions:
+        raise VersionNotFound(model, wanted, versions)
+    return wanted
+
+
+def _preprocessing_of(info: Any) -> Preprocessing:
+    pre = info.preprocessing
+    return pre if isinstance(pre, Preprocessing) else Preprocessing.from_dict(dict(pre))
+
+
+def open_backend(
+    model: str,
+    *,
+    version: int | None = None,
+    repository: Path = DEFAULT_REPOSITORY,
+    server: str | None = None,
+) -> Backend:
+    """The in-process model (default) or, with `server="host:port"`, the served one.
+
+    Raises ModelNotFound / VersionNotFound whose messages list what exists.
+    """
+    if server:
+        return RemoteBackend(server, model, version)
+    return LocalBackend(resolve(Path(repository), model, version))
+
+
+__all__ = [
+    "Backend",
+    "LocalBackend",
+    "ModelNotFound",
+    "RemoteBackend",
+    "ServeError",
+    "VersionNotFound",
+    "open_backend",
+]
