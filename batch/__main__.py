@@ -1,0 +1,5 @@
+"""`python -m batch` is `clfbatch`."""
+
+from batch.cli import main
+
+main()

@@ -1,0 +1,199 @@
+"""`clfbatch`: classify folders of images into reports.
+
+    clfbatch run ./images --model cifar10              # report: ./images-cifar10.csv
+    clfbatch run ./images --model cifar10 --server 127.0.0.1:8500
+    clfbatch models
+    clfbatch report images-cifar10.csv                 # recompute the metrics of a report
+
+Exit codes: 0 done; 1 some files failed and --fail-on-error was given; 2 bad input (unknown
+model or version, missing or empty folder, report exists, bad labels file); 3 server
+unreachable or failing; 130 interrupted (only `<report>.partial` is left).
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from batch.backends import DEFAULT_REPOSITORY, open_backend
+from batch.report import read_report, report_labels
+from batch.runner import (
+    EXIT_FILE_ERRORS,
+    EXIT_INTERRUPTED,
+    EXIT_SERVER,
+    EXIT_USAGE,
+    BatchError,
+    RunOptions,
+    count_images,
+    run_folder,
+    summary_prefix,
+)
+from batch.summary import Tally, summary_text, write_summary
+from serve.errors import ModelNotFound, ServeError, VersionNotFound
+
+app = typer.Typer(
+    help="Classify folders of images with the models of a clfserve repository.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Format(enum.StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    _err(f"clfbatch: {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def run(
+    folder: Annotated[Path, typer.Argument(help="Folder of images to classify.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name in the repository.")],
+    version: Annotated[int | None, typer.Option(help="Model version (default: newest).")] = None,
+    repository: Annotated[Path, typer.Option(help="Model repository.")] = DEFAULT_REPOSITORY,
+    server: Annotated[
+        str | None, typer.Option(help="HOST:PORT of a clfserve to classify through.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report file (default: ./<folder>-<model>.<format>).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing report.")] = False,
+    labels: Annotated[
+        str, typer.Option(help="True labels: auto (class-named sub-folders), none, or FILE.csv.")
+    ] = "auto",
+    recursive: Annotated[bool, typer.Option(help="Descend into sub-folders.")] = True,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Images per model call (default: by input size).")
+    ] = None,
+    top_k: Annotated[int, typer.Option(min=1, help="Labels and scores kept per image.")] = 3,
+    format: Annotated[Format, typer.Option("--format", help="Report format.")] = Format.csv,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
+    fail_on_error: Annotated[
+        bool, typer.Option(help="Exit 1 when any file could not be classified.")
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Reader threads (default: min(4, CPUs)).")
+    ] = None,
+) -> None:
+    """Classify every image in FOLDER into a report (and metrics when labels are known)."""
+    report = out or Path.cwd() / f"{folder.resolve().name}-{model}.{format.value}"
+    if report.exists() and not force:
+        raise _fail(f"{report} exists; pass --force to overwrite it or --out for another name")
+    if labels not in ("auto", "none") and not Path(labels).is_file():
+        raise _fail(f"labels file {labels} does not exist (use auto, none or a CSV file)")
+    if not report.parent.is_dir():
+        raise _fail(f"cannot write the report: {report.parent} is not a folder")
+    options = RunOptions(
+        folder=folder,
+        out=report,
+        labels=labels,
+        recursive=recursive,
+        batch_size=batch_size,
+        top_k=top_k,
+        format=format.value,
+        quiet=quiet,
+        workers=workers,
+    )
+    try:
+        counts = count_images(folder, recursive)
+        backend = open_backend(model, version=version, repository=repository, server=server)
+    except BatchError as exc:
+        raise _fail(str(exc), exc.code) from None
+    except (ModelNotFound, VersionNotFound) as exc:
+        where = f"server {server}" if server else f"repository {repository}"
+        raise _fail(f"{exc} (in {where})") from None
+    except ServeError as exc:
+        raise _fail(str(exc), EXIT_SERVER if server else EXIT_USAGE) from None
+    try:
+        result = run_folder(options, backend, warn=_err, counts=counts)
+    except BatchError as exc:
+        raise _fail(str(exc), exc.code) from None
+    except KeyboardInterrupt:
+        raise _fail(
+            f"interrupted; no report written (incomplete rows in {report}.partial)",
+            EXIT_INTERRUPTED,
+        ) from None
+    except ServeError as exc:
+        raise _fail(f"{exc}; incomplete rows left in {report}.partial", EXIT_SERVER) from None
+    finally:
+        backend.close()
+    if not quiet:
+        metrics = result.tally.metrics()
+        if metrics is not None:
+            print(summary_text(metrics))
+        print(f"report: {result.report}")
+        for path in result.summary_files:
+            print(f"summary: {path}")
+        print(f"{model} v{backend.version}: {result.summary_line()}")
+    if fail_on_error and result.tally.errors:
+        raise typer.Exit(EXIT_FILE_ERRORS)
+
+
+@app.command()
+def models(
+    repository: Annotated[Path, typer.Option(help="Model repository.")] = DEFAULT_REPOSITORY,
+) -> None:
+    """List the repository's models and versions: classes, input size, test accuracy."""
+    from batch.listing import models_table
+
+    if not repository.is_dir():
+        raise _fail(f"repository {repository} does not exist")
+    text = models_table(repository)
+    if text is None:
+        raise _fail(f"no complete model versions in {repository}")
+    print(text, end="")
+
+
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="A CSV or JSONL report from `clfbatch run`.")],
+    out_prefix: Annotated[
+        Path | None, typer.Option(help="Summary files prefix (default: beside the report).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only write the files.")] = False,
+) -> None:
+    """Recompute accuracy, the classification report and the confusion matrix from a report."""
+    if not path.is_file():
+        raise _fail(f"{path} does not exist")
+    try:
+        labels = report_labels(path)
+        if not labels:
+            raise _fail(f"{path} has no probability columns: not a clfbatch report")
+        tally = Tally(labels)
+        for row in read_report(path):
+            tally.add(row)
+    except (ValueError, KeyError) as exc:
+        raise _fail(f"{path} is not a readable clfbatch report: {exc}") from None
+    if tally.unknown_labels:
+        names = ", ".join(sorted(tally.unknown_labels))
+        _err(f"warning: rows with labels the model does not have were left out: {names}")
+    metrics = tally.metrics()
+    if metrics is None:
+        raise _fail(f"{path}: no classified row has a true label; nothing to compute")
+    files = write_summary(metrics, out_prefix or summary_prefix(path), {"report": str(path)})
+    if not quiet:
+        print(summary_text(metrics))
+        for file in files:
+            print(f"summary: {file}")
+        print(f"{tally.files} rows, {tally.errors} errors, {metrics.total} labelled")
+
+
+def main() -> None:
+    """Console entry point (`clfbatch`)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Files -> decoded batches -> predictions -> report rows, with decoding overlapping inference.
+
+A thread pool reads and preprocesses the next files (Pillow releases the GIL while it decodes
+and resizes) while the main thread calls the model on the current batch. Rows come out in the
+order the files went in; a file that cannot be read or decoded becomes an error row.
+
+    files = [ImageFile(path, rel, None) for rel, path in walk_images(root)]
+    for row in classify_files(backend, files, batch_size=128, top_k=3): writer.write(row)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from batch.backends import Backend
+from batch.report import ReportRow
+from serve.errors import ServeError
+from serve.manifest import Preprocessing
+from serve.preprocess import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, preprocess_bytes
+
+# Measured on 2 CPUs (README, `make bench-batch`): ~400k input floats per call is where the
+# per-call overhead stops mattering and batches still fit in cache-friendly sizes.
+_FLOATS_PER_BATCH = 128 * 32 * 32 * 3
+# Pillow names the in-memory buffer in its messages; it means nothing in a report.
+_MEMORY_REPR = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>")
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """A file to classify: where it is, how the report names it, its true label if known."""
+
+    path: Path
+    relative: str
+    true_label: str | None = None
+
+
+@dataclass
+class WalkCounts:
+    """What a walk saw besides images (filled in as the walk proceeds)."""
+
+    images: int = 0
+    skipped: int = 0  # regular files without an image suffix, and special files
+
+
+def preferred_batch_size(pre: Preprocessing) -> int:
+    """The batch size used when none is given: a power of two between 8 and 256."""
+    per_image = pre.size[0] * pre.size[1] * pre.channels
+    size = 8
+    while size < 256 and (size * 2) * per_image <= _FLOATS_PER_BATCH:
+        size *= 2
+    return size
+
+
+def walk_images(
+    root: Path, *, recursive: bool = True, counts: WalkCounts | None = None
+) -> Iterator[tuple[str, Path]]:
+    """(relative posix path, path) of every image under `root`, sorted, streamed.
+
+    Each directory is listed and sorted on its own, so memory stays bounded by the largest
+    directory. Hidden entries (names starting with ".") are ignored; non-image files are counted
+    in `counts.skipped`.
+    """
+    counts = counts if counts is not None else WalkCounts()
+    stack: list[tuple[Path, str]] = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            relative = prefix + entry.name
+            try:
+                if entry.is_dir():
+                    subfolders.append((Path(entry.path), relative + "/"))
+                    continue
+                regular = entry.is_file()
+            except OSError:
+                regular = False
+            if regular and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                counts.images += 1
+                yield relative, Path(entry.path)
+            else:
+                counts.skipped += 1
+        if recursive:
+            # Files of a folder first, then its sub-folders in name order (stack: reversed).
+            stack.extend(reversed(subfolders))
+
+
+def read_image(path: Path, pre: Preprocessing, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """One file -> the model's float32 input. Raises ServeError or OSError."""
+    return preprocess_bytes(path.read_bytes(), pre, max_pixels=max_pixels)
+
+
+def _load(item: ImageFile, pre: Preprocessing, max_pixels: int) -> np.ndarray | str:
+    try:
+        return read_image(item.path, pre, max_pixels)
+    except FileNotFoundError:
+        return "file vanished before it could be read"
+    except ServeError as exc:
+        return _MEMORY_REPR.sub("", str(exc))
+    except OSError as exc:
+        return f"cannot read file: {exc.strerror or exc}"
+
+
+def rows_for(
+    backend: Backend, items: list[ImageFile], probs: np.ndarray, top_k: int
+) -> list[ReportRow]:
+    """Report rows for classified files from their probabilities."""
+    labels = backend.labels
+    k = max(1, min(top_k, len(labels)))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    rows = []
+    for item, p, best in zip(items, probs, order, strict=True):
+        top = tuple((labels[i], float(p[i])) for i in best)
+        rows.append(
+            ReportRow(
+                path=item.relative,
+                model=backend.model,
+                version=backend.version,
+                predicted=top[0][0],
+                confidence=top[0][1],
+                top_k=top,
+                probabilities=tuple(float(x) for x in p),
+                true_label=item.true_label,
+            )
+        )
+    return rows
+
+
+def classify_files(
+    backend: Backend,
+    files: Iterable[ImageFile],
+    *,
+    batch_size: int | None = None,
+    top_k: int = 3,
+    workers: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[ReportRow]:
+    """Classify `files` in order, `batch_size` decoded images per model call.
+
+    Up to a few batches of files are read and decoded ahead by `workers` threads while the
+    model runs. Every file yields exactly one row, in input order.
+    """
+    pre = backend.preprocessing
+    size = batch_size or preferred_batch_size(pre)
+    workers = workers or min(4, os.cpu_count() or 1)
+    ahead = max(2 * size, 4 * workers)
+    source = iter(files)
+    window: deque[tuple[ImageFile, Future[np.ndarray | str]]] = deque()
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="clfbatch-read")
+    try:
+
+        def refill() -> None:
+            while len(window) < ahead:
+                item = next(source, None)
+                if item is None:
+                    return
+                window.append((item, pool.submit(_load, item, pre, max_pixels)))
+
+        refill()
+        while window:
+            chunk: list[tuple[ImageFile, np.ndarray | str]] = []
+            images = 0
+            while window and images < size:
+                item, future = window.popleft()
+                result = future.result()
+                chunk.append((item, result))
+                images += not isinstance(result, str)
+                refill()
+            yield from _classify_chunk(backend, chunk, top_k)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _classify_chunk(
+    backend: Backend, chunk: list[tuple[ImageFile, np.ndarray | str]], top_k: int
+) -> list[ReportRow]:
+    good = [i for i, (_, result) in enumerate(chunk) if not isinstance(result, str)]
+    rows: list[ReportRow | None] = [None] * len(chunk)
+    if good:
+        probs = backend.classify(np.stack([chunk[i][1] for i in good]))
+        items = [chunk[i][0] for i in good]
+        for i, row in zip(good, rows_for(backend, items, probs, top_k), strict=True):
+            rows[i] = row
+    for i, (item, result) in enumerate(chunk):
+        if isinstance(result, str):
+            rows[i] = ReportRow(
+                path=item.relative,
+                model=backend.model,
+                version=backend.version,
+                true_label=item.true_label,
+                error=result,
+            )
+    return [row for row in rows if row is not None]
