@@ -100,7 +100,7 @@ class ClassificationMetrics:
         """The classification report in scikit-learn's layout."""
         headers = ("precision", "recall", "f1-score", "support")
         width = max(len("weighted avg"), *(len(label) for label in self.labels), digits)
-        lines = [" " * width + " " + " ".join(f"{h:>9}" for h in headers), ""]
+        lines = [" " * width + " " + "".join(f" {h:>9}" for h in headers), ""]
         row = "{:>{w}s} " + " {:>9.{d}f}" * 3 + " {:>9}"
         for i, label in enumerate(self.labels):
             values = (self.precision[i], self.recall[i], self.f1[i])
