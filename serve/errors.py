@@ -6,7 +6,8 @@ ServeError
 ├── ModelNotReady          the version exists but is not available (loading, failed)
 ├── InvalidInput           a request's input is malformed; names the input index
 ├── ResourceExhausted      a queue or size limit was reached
-└── ManifestError          a version directory's manifest is missing or malformed
+├── ManifestError          a version directory's manifest is missing or malformed
+└── ServerUnavailable      (client side) the server is unreachable, not ready, or too slow
 """
 
 from __future__ import annotations
@@ -48,3 +49,7 @@ class ResourceExhausted(ServeError):
 
 class ManifestError(ServeError):
     """A manifest.json is missing, unreadable or does not follow the schema."""
+
+
+class ServerUnavailable(ServeError):
+    """The server cannot be reached, is not ready, or did not answer within the deadline."""

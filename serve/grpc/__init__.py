@@ -1,1 +1,12 @@
-"""gRPC transport: generated code, protobuf <-> domain conversion, servicers and the server."""
+"""gRPC transport: generated code, protobuf <-> domain conversion, servicers and the server.
+
+protoc generates imports relative to `protos/` (`from clf.v1 import clf_pb2`), so the generated
+tree is put on the import path here, once, before anything imports it.
+"""
+
+import sys
+from pathlib import Path
+
+_GENERATED = str(Path(__file__).resolve().parent / "_proto")
+if _GENERATED not in sys.path:
+    sys.path.append(_GENERATED)

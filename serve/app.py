@@ -1,0 +1,166 @@
+"""Wiring: settings -> metrics -> data plane (registry, batchers) -> gRPC server; reload; signals.
+
+    clfserve --repository trained --port 8500        # or: python -m serve ...
+    CLFSERVE_PORT=0 clfserve --port-file /tmp/port   # port 0 picks a free port
+
+The server listens before the models are loaded (health reports NOT_SERVING until they are),
+then watches the repository (watchdog, with a periodic rescan as the fallback) and re-syncs
+the registry after every burst of changes. SIGTERM/SIGINT: report NOT_SERVING, stop accepting,
+let in-flight requests finish within the grace period, unload, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from serve.dataplane import DataPlane
+from serve.grpc.server import GrpcServer
+from serve.loader import load
+from serve.metrics import ServeMetrics
+from serve.registry import Loader
+from serve.settings import Settings
+
+log = logging.getLogger("serve")
+DEBOUNCE = 0.3  # seconds of quiet after a file event before re-syncing
+
+
+class _Wake(FileSystemEventHandler):
+    """Forwards any file event under the repository to the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+        self._loop, self._event = loop, event
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self._loop.call_soon_threadsafe(self._event.set)
+
+
+class App:
+    """One clfserve instance: `await start()`, then `await stop()`."""
+
+    def __init__(self, settings: Settings, *, loader: Loader = load) -> None:
+        self.settings = settings
+        self.metrics = ServeMetrics()
+        self.dataplane = DataPlane(settings, self.metrics, loader=loader, on_change=self._changed)
+        self.grpc = GrpcServer(settings, self.dataplane)
+        self.port = self.grpc.port
+        self.metrics_port: int | None = None
+        self._dirty = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._observer: Observer | None = None  # type: ignore[valid-type]
+
+    async def _changed(self) -> None:
+        await self.grpc.update_health()
+
+    async def start(self) -> None:
+        """Listen, then load the repository and start watching it in the background."""
+        if self.settings.metrics_port is not None:
+            self.metrics_port = self.metrics.serve_http(self.settings.metrics_port)
+        await self.grpc.start()
+        log.info("listening on %s:%d", self.settings.host, self.port)
+        if self.settings.port_file is not None:
+            self.settings.port_file.write_text(f"{self.port}\n")
+        self._tasks.append(asyncio.create_task(self._lifecycle(), name="lifecycle"))
+
+    async def _lifecycle(self) -> None:
+        await self.dataplane.start()
+        await self.grpc.update_health()
+        log.info("models loaded: %s", ", ".join(self.dataplane.registry.available_names()))
+        self._watch()
+        interval = self.settings.poll_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), interval)
+            while self._dirty.is_set():  # debounce: wait for a burst of events to end
+                self._dirty.clear()
+                await asyncio.sleep(DEBOUNCE)
+            try:
+                await self.dataplane.registry.sync()
+            except Exception:
+                log.exception("repository sync failed; retrying in %.1f s", interval)
+
+    def _watch(self) -> None:
+        root = self.settings.repository
+        if not self.settings.watch or not root.is_dir():
+            return
+        observer = Observer()
+        observer.schedule(_Wake(asyncio.get_running_loop(), self._dirty), str(root), recursive=True)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    async def stop(self) -> None:
+        """Graceful: NOT_SERVING, finish in-flight requests within the grace period, unload."""
+        log.info("shutting down (grace %.1f s)", self.settings.grace)
+        await self.grpc.stop(self.settings.grace)
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._observer is not None:
+            self._observer.stop()
+            await asyncio.to_thread(self._observer.join, 5)
+        await self.dataplane.close()
+        self.metrics.close()
+        log.info("stopped")
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set or SIGTERM/SIGINT arrives (signals only in the main thread)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    app = App(settings)
+    await app.start()
+    handled: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+    try:
+        await stop.wait()
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        await app.stop()
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `clfserve` console script."""
+    settings = Settings.from_args(argv)
+    configure_logging(settings)
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Domain errors <-> gRPC status codes, in one place, for every servicer and for the client.
+
+Server side, every servicer method is wrapped in `@grpc_errors`: a `ServeError` (or a deadline)
+becomes its status code with the error's message, and the error type travels in the trailing
+metadata key `clf-error` so clients can rebuild the exact exception; anything unexpected is
+logged with its traceback and answered `INTERNAL` without one (never `UNKNOWN`).
+
+| domain error                     | gRPC status          |
+|----------------------------------|----------------------|
+| ModelNotFound, VersionNotFound   | NOT_FOUND            |
+| InvalidInput                     | INVALID_ARGUMENT     |
+| ResourceExhausted                | RESOURCE_EXHAUSTED   |
+| ModelNotReady                    | UNAVAILABLE          |
+| TimeoutError (deadline)          | DEADLINE_EXCEEDED    |
+| anything else                    | INTERNAL             |
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import grpc
+from grpc.aio import AbortError
+
+from serve.dataplane import error_code
+from serve.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    ResourceExhausted,
+    ServeError,
+    ServerUnavailable,
+    VersionNotFound,
+)
+
+log = logging.getLogger(__name__)
+ERROR_KEY = "clf-error"
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def code_for(exc: BaseException) -> grpc.StatusCode:
+    """The status code a failed request is answered with."""
+    return grpc.StatusCode[error_code(exc)]
+
+
+async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
+    code = code_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("internal error", exc_info=exc)
+        message = f"internal error ({type(exc).__name__}); see the server log"
+    else:
+        message = str(exc) or code.name
+    context.set_trailing_metadata(((ERROR_KEY, type(exc).__name__),))
+    await context.abort(code, message)
+
+
+def grpc_errors(
+    method: Callable[P, Awaitable[R]],
+) -> Callable[P, Awaitable[R]]:
+    """Wrap a unary servicer method `(self, request, context)`: errors become statuses."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except AbortError:
+            raise
+        except Exception as exc:
+            await abort(args[-1], exc)  # type: ignore[arg-type]
+
+    return wrapper
+
+
+# -- client side -----------------------------------------------------------------------------
+_INDEX = re.compile(r"^input (\d+): ")
+
+
+def error_from_rpc(error: grpc.RpcError, model: str = "", version: Any = None) -> ServeError:
+    """A failed call's status -> the domain exception the server raised (or ServerUnavailable)."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = (error.details() if hasattr(error, "details") else None) or str(code)
+    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    kind = dict(trailing or ()).get(ERROR_KEY, "")
+    exc: ServeError
+    if code is grpc.StatusCode.NOT_FOUND:
+        exc = VersionNotFound(model, version) if kind == "VersionNotFound" else ModelNotFound(model)
+    elif code is grpc.StatusCode.INVALID_ARGUMENT:
+        match = _INDEX.match(details)
+        exc = InvalidInput(details, int(match.group(1)) if match else None)
+    elif code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        exc = ResourceExhausted(details)
+    elif code is grpc.StatusCode.UNAVAILABLE and kind == "ModelNotReady":
+        exc = ModelNotReady(details)
+    elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        exc = ServerUnavailable(f"{code.name}: {details}")
+    else:
+        exc = ServeError(f"{code.name}: {details}")
+    exc.args = (details,) if not isinstance(exc, ServerUnavailable) else exc.args
+    return exc
