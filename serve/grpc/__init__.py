@@ -10,3 +10,7 @@ from pathlib import Path
 _GENERATED = str(Path(__file__).resolve().parent / "_proto")
 if _GENERATED not in sys.path:
     sys.path.append(_GENERATED)
+
+from clf.v1 import clf_pb2, clf_pb2_grpc  # noqa: E402  (needs the path above)
+
+__all__ = ["clf_pb2", "clf_pb2_grpc"]

@@ -7,11 +7,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
-from clf.v1 import clf_pb2 as pb
-from clf.v1 import clf_pb2_grpc
 
 from serve.dataplane import DataPlane
-from serve.grpc import convert
+from serve.grpc import clf_pb2 as pb
+from serve.grpc import clf_pb2_grpc, convert
 from serve.grpc.status import code_for, grpc_errors
 
 STREAM_WINDOW = 32  # stream requests classified concurrently; answers keep request order

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from clf.v1 import clf_pb2 as pb
 
 from serve.dataplane import ClassifyRequest, ClassifyResult, ImageInput, Input, TensorInput
 from serve.errors import InvalidInput
+from serve.grpc import clf_pb2 as pb
 from serve.manifest import Preprocessing
 from serve.registry import ModelInfo, VersionInfo, VersionState
 
