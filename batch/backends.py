@@ -16,12 +16,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from serve.errors import ModelNotFound, ServeError, VersionNotFound
+from serve.errors import ModelNotFound, ModelNotReady, ServeError, VersionNotFound
 from serve.manifest import Preprocessing
 from serve.repository import ModelVersion, resolve
 
 DEFAULT_REPOSITORY = Path("trained")
 CONNECT_TIMEOUT = 5.0
+_MAX_IMAGES = 128  # clfserve accepts 256 inputs per request by default
+_MAX_REQUEST_BYTES = 8 * 1024 * 1024  # and 16 MiB messages
 
 
 class Backend(Protocol):
@@ -84,41 +86,52 @@ class RemoteBackend:
         self._client: Any = Client(target, timeout=timeout)
         try:
             self._client.wait_ready(connect_timeout)
-            info = self._client.get_model(model)
-            self.version = _pick_version(model, version, info)
+            chosen = _pick_version(model, version, self._client.get_model(model))
+            if chosen.preprocessing is None:
+                raise ModelNotReady(f"the server did not describe {model} v{chosen.version}")
             self.model = model
-            self.labels = tuple(info.classes)
-            self.preprocessing = _preprocessing_of(info)
+            self.version = int(chosen.version)
+            self.labels = tuple(chosen.classes)
+            self.preprocessing: Preprocessing = chosen.preprocessing
         except BaseException:
             self._client.close()
             raise
 
     def classify(self, batch: np.ndarray) -> np.ndarray:
+        # Requests stay well under the server's message and image-count limits.
+        per_request = max(1, min(_MAX_IMAGES, _MAX_REQUEST_BYTES // max(1, batch[0:1].nbytes)))
+        parts = [
+            self._request(batch[start : start + per_request])
+            for start in range(0, len(batch), per_request)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), np.float32)
+
+    def _request(self, batch: np.ndarray) -> np.ndarray:
         result = self._client.classify(
-            self.model, batch, version=self.version, top_k=1, preprocessed=True
+            self.model, list(batch), version=self.version, top_k=1, preprocessed=True
         )
         order = [result.labels.index(label) for label in self.labels]
         probs = np.asarray([p.probabilities for p in result.predictions], dtype=np.float32)
-        return probs[:, order] if probs.size else probs.reshape(0, len(self.labels))
+        return probs[:, order]
 
     def close(self) -> None:
         self._client.close()
 
 
-def _pick_version(model: str, wanted: int | None, info: Any) -> int:
-    versions = sorted(int(v) for v in info.versions)
-    if wanted is None:
-        if not versions:
-            raise VersionNotFound(model, "latest", [])
-        return versions[-1]
-    if wanted not in versions:
-        raise VersionNotFound(model, wanted, versions)
-    return wanted
-
-
-def _preprocessing_of(info: Any) -> Preprocessing:
-    pre = info.preprocessing
-    return pre if isinstance(pre, Preprocessing) else Preprocessing.from_dict(dict(pre))
+def _pick_version(model: str, wanted: int | None, info: Any) -> Any:
+    """The served version's info: `wanted`, or the server's default (newest available)."""
+    versions = {int(v.version): v for v in info.versions}
+    number = wanted if wanted is not None else info.default_version
+    if number is None and versions:
+        number = max(versions)
+    if number is None or number not in versions:
+        raise VersionNotFound(model, "latest" if number is None else number, sorted(versions))
+    chosen = versions[number]
+    state = getattr(chosen.state, "value", chosen.state)
+    if state != "available":
+        reason = f": {chosen.reason}" if chosen.reason else ""
+        raise ModelNotReady(f"model {model!r} version {number} is {state} on the server{reason}")
+    return chosen
 
 
 def open_backend(
