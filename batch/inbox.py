@@ -1,0 +1,259 @@
+"""Finding settled files in the inbox: watchdog events, a periodic rescan, and a settle rule.
+
+Events can be lost (queue overflow, network file systems, files present before start), so a
+rescan of the whole inbox backs them up. A file is taken only when it is complete: temporary
+names are ignored, and its size and mtime must have stayed the same for the settle time, or the
+writer must have closed it (inotify's close-after-write) with nothing changed since.
+
+    inbox = Inbox(root, recursive=False, label_dirs={"cat", "dog"}, exclude=[outdir])
+    settler = Settler(settle=1.0)
+    with EventSource(inbox, wake) as events:
+        settler.note_all(inbox.scan())
+        ready = settler.ready()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from batch.journal import Identity
+from serve.preprocess import IMAGE_SUFFIXES
+
+log = logging.getLogger(__name__)
+TEMP_SUFFIXES = frozenset({".part", ".tmp", ".crdownload", ".partial", ".swp", ".download"})
+
+
+def identity_of(stat: os.stat_result) -> Identity:
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+def is_temporary(name: str) -> bool:
+    """Dotfiles, editor backups and in-progress download names are never read."""
+    lower = name.lower()
+    return lower.startswith(".") or lower.endswith("~") or Path(lower).suffix in TEMP_SUFFIXES
+
+
+class Inbox:
+    """Which paths under the inbox the daemon takes, and their true labels.
+
+    Files directly in the inbox always count; files in sub-folders named after a class count
+    (one level, the folder name is their true label); with `recursive`, every sub-folder counts.
+    Folders in `exclude` (the output folder, when it lies inside the inbox) never count.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        recursive: bool = False,
+        label_dirs: Iterable[str] = (),
+        exclude: Iterable[Path] = (),
+        labels_file: dict[str, str] | None = None,
+    ) -> None:
+        self.root = root.resolve()
+        self.recursive = recursive
+        self.label_dirs = frozenset(label_dirs)
+        self.exclude = tuple(p.resolve() for p in exclude)
+        self.labels_file = labels_file or {}
+        self._skipped: set[str] = set()
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def accepts(self, path: Path) -> bool:
+        """Whether `path` (absolute, under the root) is an image this daemon should take."""
+        try:
+            parts = path.relative_to(self.root).parts
+        except ValueError:
+            return False
+        if not parts or any(is_temporary(part) for part in parts):
+            return False
+        if any(path.is_relative_to(ex) for ex in self.exclude):
+            return False
+        if (
+            len(parts) > 1
+            and not self.recursive
+            and not (len(parts) == 2 and parts[0] in self.label_dirs)
+        ):
+            return False
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            rel = "/".join(parts)
+            if rel not in self._skipped:
+                self._skipped.add(rel)
+                log.info("ignoring %s: not an image file name", rel)
+            return False
+        return True
+
+    def true_label(self, path: Path) -> str | None:
+        """The labels file's entry for the file, else its folder's name when that is a class."""
+        rel = self.relative(path)
+        if rel in self.labels_file:
+            return self.labels_file[rel]
+        if path.name in self.labels_file:
+            return self.labels_file[path.name]
+        parent = path.parent.name if path.parent != self.root else None
+        return parent if parent in self.label_dirs else None
+
+    def _walk_dirs(self) -> Iterator[Path]:
+        yield self.root
+        if self.recursive:
+            for dirpath, dirnames, _ in os.walk(self.root):
+                dirnames[:] = sorted(
+                    d for d in dirnames if not is_temporary(d) and not self._excluded(dirpath, d)
+                )
+                for name in dirnames:
+                    yield Path(dirpath) / name
+        else:
+            for name in sorted(self.label_dirs):
+                if (self.root / name).is_dir():
+                    yield self.root / name
+
+    def _excluded(self, dirpath: str, name: str) -> bool:
+        full = Path(dirpath, name)
+        return any(full == ex or full.is_relative_to(ex) for ex in self.exclude)
+
+    def scan(self) -> Iterator[Path]:
+        """Every acceptable file now in the inbox (the rescan that backs up lost events)."""
+        for folder in self._walk_dirs():
+            try:
+                with os.scandir(folder) as entries:
+                    names = sorted(e.name for e in entries if e.is_file(follow_symlinks=False))
+            except OSError as exc:  # a folder removed while we looked
+                log.debug("cannot list %s: %s", folder, exc)
+                continue
+            for name in names:
+                path = folder / name
+                if self.accepts(path):
+                    yield path
+
+
+@dataclass
+class _Pending:
+    identity: Identity
+    changed_at: float  # monotonic time the identity was last seen to change
+    closed: Identity | None = None  # the identity when a close-after-write was seen
+
+
+class Settler:
+    """Decides when a noticed file is complete. Not thread-safe: the main loop owns it."""
+
+    def __init__(self, settle: float) -> None:
+        self.settle = settle
+        self._pending: dict[Path, _Pending] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def note(self, path: Path, *, closed: bool = False) -> None:
+        """Something happened to `path` (an event, or the rescan found it)."""
+        try:
+            stat = path.stat()
+        except OSError:
+            self._pending.pop(path, None)
+            return
+        identity = identity_of(stat)
+        pending = self._pending.get(path)
+        if pending is None or pending.identity != identity:
+            pending = _Pending(identity, time.monotonic())
+            self._pending[path] = pending
+        if closed:
+            pending.closed = identity
+
+    def forget(self, path: Path) -> None:
+        self._pending.pop(path, None)
+
+    def ready(self) -> list[tuple[Path, Identity]]:
+        """Files whose size and mtime held still for the settle time, or that were closed.
+
+        A file met for the first time with an mtime older than the settle time (it was there
+        before the daemon started, or its events were lost) counts as settled at once.
+        """
+        now_mono, now_wall = time.monotonic(), time.time_ns()
+        ready = []
+        for path, pending in list(self._pending.items()):
+            try:
+                identity = identity_of(path.stat())
+            except OSError:
+                del self._pending[path]
+                continue
+            if identity != pending.identity:
+                self._pending[path] = _Pending(identity, now_mono)
+                continue
+            quiet = now_mono - pending.changed_at >= self.settle
+            old = (now_wall - identity[1]) / 1e9 >= self.settle
+            if quiet or old or pending.closed == identity:
+                ready.append((path, identity))
+                del self._pending[path]
+        return ready
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, inbox: Inbox, sink: EventSource) -> None:
+        self._inbox = inbox
+        self._sink = sink
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory or event.event_type in ("deleted", "opened", "closed_no_write"):
+            return
+        raw = event.dest_path if event.event_type == "moved" else event.src_path
+        path = Path(os.fsdecode(raw))
+        if self._inbox.accepts(path):
+            self._sink.put(path, closed=event.event_type == "closed")
+
+
+class EventSource:
+    """Watchdog's observer feeding (path, closed) notices into a thread-safe buffer.
+
+    `wake` is set on every notice so the main loop can sleep until something happens.
+    If the observer cannot start (inotify limits, an exotic file system) the rescan alone
+    carries on, and a warning says so.
+    """
+
+    def __init__(self, inbox: Inbox, wake: threading.Event) -> None:
+        self._inbox = inbox
+        self._wake = wake
+        self._lock = threading.Lock()
+        self._notices: dict[Path, bool] = {}
+        self._observer: Observer | None = None  # type: ignore[valid-type]
+
+    def put(self, path: Path, *, closed: bool) -> None:
+        with self._lock:
+            self._notices[path] = self._notices.get(path, False) or closed
+        self._wake.set()
+
+    def drain(self) -> dict[Path, bool]:
+        with self._lock:
+            notices, self._notices = self._notices, {}
+        return notices
+
+    def __enter__(self) -> EventSource:
+        observer = Observer()
+        observer.schedule(_Handler(self._inbox, self), str(self._inbox.root), recursive=True)
+        try:
+            observer.start()
+        except OSError as exc:
+            log.warning("file events unavailable (%s); relying on the periodic rescan", exc)
+            return self
+        self._observer = observer
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None

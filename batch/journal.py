@@ -1,0 +1,266 @@
+"""The watch daemon's journal: every inbox file's progress, in SQLite (WAL mode, synchronous=FULL).
+
+Each file walks `seen -> classified -> placed -> reported`; `superseded` (it changed after we saw
+it: it is picked up again as a new arrival) is the other terminal state. Every transition is one
+committed transaction, written before the action it announces (a destination is recorded before
+the file is moved there, a report row and its byte offset before it is appended), so after a
+crash at any instant the daemon can tell what was done and finish it exactly once.
+
+    journal = Journal(outdir / ".clfwatch" / "journal.sqlite")
+    ids = journal.add_seen([NewFile(...)])
+    for entry in journal.unfinished(): ...
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SEEN, CLASSIFIED, PLACED, REPORTED, SUPERSEDED = (
+    "seen",
+    "classified",
+    "placed",
+    "reported",
+    "superseded",
+)
+FINAL_STATES = (REPORTED, SUPERSEDED)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,          -- absolute path in the inbox when it was seen
+    rel TEXT NOT NULL,             -- that path relative to the inbox (the report's `path`)
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    action TEXT NOT NULL,          -- move, copy, link or none, fixed when the file is seen
+    true_label TEXT,
+    seen_at REAL NOT NULL,         -- wall-clock time the file was taken into a batch
+    outcome TEXT,                  -- JSON of the classification (see batch.watch.Outcome)
+    dest TEXT,                     -- planned destination (absolute), NULL when not placed
+    row TEXT,                      -- the exact report line(s) of this file
+    report_offset INTEGER,         -- where that row starts in the report
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_source ON files(source);
+CREATE INDEX IF NOT EXISTS files_open ON files(state) WHERE state NOT IN ('reported', 'superseded');
+"""
+
+Identity = tuple[int, int, int]  # size, mtime_ns, inode: a file's version at one path
+
+
+@dataclass(frozen=True)
+class NewFile:
+    """A settled inbox file about to enter a batch."""
+
+    source: Path
+    rel: str
+    identity: Identity
+    action: str
+    true_label: str | None = None
+
+
+@dataclass
+class Entry:
+    """One journal row."""
+
+    id: int
+    source: Path
+    rel: str
+    identity: Identity
+    state: str
+    action: str
+    true_label: str | None
+    seen_at: float
+    outcome: dict[str, Any] | None
+    dest: Path | None
+    row: str | None
+    report_offset: int | None
+
+
+_COLUMNS = (
+    "id, source, rel, size, mtime_ns, inode, state, action, true_label, seen_at, outcome, dest, "
+    "row, report_offset"
+)
+
+
+def _entry(record: sqlite3.Row | tuple[Any, ...]) -> Entry:
+    (
+        ident,
+        source,
+        rel,
+        size,
+        mtime,
+        inode,
+        state,
+        action,
+        truth,
+        seen,
+        outcome,
+        dest,
+        row,
+        off,
+    ) = record
+    return Entry(
+        id=ident,
+        source=Path(source),
+        rel=rel,
+        identity=(size, mtime, inode),
+        state=state,
+        action=action,
+        true_label=truth,
+        seen_at=seen,
+        outcome=json.loads(outcome) if outcome else None,
+        dest=Path(dest) if dest else None,
+        row=row,
+        report_offset=off,
+    )
+
+
+class Journal:
+    """A single-writer SQLite journal. Not thread-safe: the daemon's main loop owns it.
+
+    WAL mode keeps each commit to one sequential append plus an fsync (synchronous=FULL), readers
+    (an operator's `sqlite3` shell) never block the daemon, and a commit is atomic even if the
+    process is killed half way through writing it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _transaction(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(sql, params)
+
+    def known(self, source: Path, identity: Identity) -> bool:
+        """Whether this version of this file was already taken in (in any state)."""
+        found = self._db.execute(
+            "SELECT 1 FROM files WHERE source = ? AND size = ? AND mtime_ns = ? AND inode = ? "
+            "AND state != ? LIMIT 1",
+            (str(source), *identity, SUPERSEDED),
+        ).fetchone()
+        return found is not None
+
+    def add_seen(self, files: Sequence[NewFile]) -> list[Entry]:
+        """Record a batch of new arrivals in one transaction; returns their entries."""
+        now = time.time()
+        entries = []
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for new in files:
+                cursor = self._db.execute(
+                    "INSERT INTO files (source, rel, size, mtime_ns, inode, state, action, "
+                    "true_label, seen_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        str(new.source),
+                        new.rel,
+                        *new.identity,
+                        SEEN,
+                        new.action,
+                        new.true_label,
+                        now,
+                        now,
+                    ),
+                )
+                ident = cursor.lastrowid
+                assert ident is not None
+                entries.append(
+                    Entry(
+                        ident,
+                        new.source,
+                        new.rel,
+                        new.identity,
+                        SEEN,
+                        new.action,
+                        new.true_label,
+                        now,
+                        None,
+                        None,
+                        None,
+                        None,
+                    )
+                )
+        return entries
+
+    def mark_classified(self, entries: Sequence[Entry]) -> None:
+        """Store each entry's outcome and planned destination (set on the entries beforehand)."""
+        now = time.time()
+        self._transaction(
+            "UPDATE files SET state = ?, outcome = ?, dest = ?, updated_at = ? WHERE id = ?",
+            [
+                (CLASSIFIED, json.dumps(e.outcome), str(e.dest) if e.dest else None, now, e.id)
+                for e in entries
+            ],
+        )
+        for entry in entries:
+            entry.state = CLASSIFIED
+
+    def set_dest(self, entry: Entry, dest: Path | None) -> None:
+        """Re-plan one destination (a collision, or a file that vanished: None)."""
+        value = str(dest) if dest else None
+        self._transaction(
+            "UPDATE files SET dest = ?, updated_at = ? WHERE id = ?",
+            [(value, time.time(), entry.id)],
+        )
+        entry.dest = dest
+
+    def set_outcome(self, entry: Entry, outcome: dict[str, Any]) -> None:
+        self._transaction(
+            "UPDATE files SET outcome = ?, updated_at = ? WHERE id = ?",
+            [(json.dumps(outcome), time.time(), entry.id)],
+        )
+        entry.outcome = outcome
+
+    def mark_placed(self, entries: Sequence[Entry]) -> None:
+        """Record each entry's report row and offset (set beforehand): the row is appended next."""
+        now = time.time()
+        self._transaction(
+            "UPDATE files SET state = ?, row = ?, report_offset = ?, updated_at = ? WHERE id = ?",
+            [(PLACED, e.row, e.report_offset, now, e.id) for e in entries],
+        )
+        for entry in entries:
+            entry.state = PLACED
+
+    def mark(self, entries: Sequence[Entry], state: str) -> None:
+        """Move entries to a state without other changes (reported, superseded)."""
+        now = time.time()
+        self._transaction(
+            "UPDATE files SET state = ?, updated_at = ? WHERE id = ?",
+            [(state, now, e.id) for e in entries],
+        )
+        for entry in entries:
+            entry.state = state
+
+    def unfinished(self) -> list[Entry]:
+        """Entries a crash or an error left between `seen` and `reported`, oldest first."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM files WHERE state NOT IN (?, ?) ORDER BY id", FINAL_STATES
+        ).fetchall()
+        return [_entry(row) for row in rows]
+
+    def reserved_destinations(self) -> set[Path]:
+        """Destinations planned by unfinished entries (a new plan must not take them)."""
+        rows = self._db.execute(
+            "SELECT dest FROM files WHERE state NOT IN (?, ?) AND dest IS NOT NULL", FINAL_STATES
+        ).fetchall()
+        return {Path(dest) for (dest,) in rows}
+
+    def counts(self) -> dict[str, int]:
+        """How many entries are in each state."""
+        rows = self._db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall()
+        return dict(rows)

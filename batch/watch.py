@@ -1,0 +1,330 @@
+"""`clfbatch watch`: classify images as they arrive in an inbox, each exactly once.
+
+The main loop notices files (watchdog events + a periodic rescan), waits until they settle,
+groups them into micro-batches and hands each batch to the `Worker`, which journals every step
+before taking it. At start, whatever a crash left unfinished is completed first. SIGTERM/SIGINT
+finish the current batch and return 0; errors that may pass (a full disk, a server away) are
+retried with backoff while the files wait in the inbox.
+
+    settings = WatchSettings(inbox=Path("inbox"), out=Path("sorted"), model="cifar10")
+    sys.exit(WatchDaemon(settings).run())
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from batch.backends import DEFAULT_REPOSITORY, Backend, open_backend
+from batch.inbox import EventSource, Inbox, Settler
+from batch.journal import Identity, Journal, NewFile
+from batch.report import read_report
+from batch.runner import read_labels_file, summary_prefix
+from batch.summary import Tally, summary_paths, write_summary
+from batch.watch_report import AppendReport, ReportMismatch
+from batch.watch_work import Worker
+from serve.errors import InvalidInput, ManifestError, ModelNotFound, ServeError, VersionNotFound
+from serve.repository import resolve
+
+log = logging.getLogger("clfbatch.watch")
+STATE_DIR = ".clfwatch"
+MAX_BACKOFF = 60.0
+SUMMARY_INTERVAL = 1.0
+
+
+class WatchError(Exception):
+    """A problem at start the user must fix (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """Every option of `clfbatch watch`; times in seconds."""
+
+    inbox: Path
+    out: Path
+    model: str
+    version: int | None = None
+    repository: Path = DEFAULT_REPOSITORY
+    server: str | None = None
+    action: str = "move"
+    min_confidence: float = 0.0
+    report: Path | None = None  # default: OUT/labels.csv
+    settle: float = 1.0
+    batch_max: int = 64
+    batch_wait: float = 0.2
+    recursive: bool = False
+    labels_file: Path | None = None
+    top_k: int = 3
+    rescan: float = 2.0
+    reload: float = 5.0  # how often to look for a newer model version
+    journal: Path | None = None  # default: OUT/.clfwatch/journal.sqlite
+
+    @property
+    def report_path(self) -> Path:
+        return self.report or self.out / "labels.csv"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.journal or self.out / STATE_DIR / "journal.sqlite"
+
+
+def _lock(out: Path) -> IO[str]:
+    """One daemon per output folder: a second one would break exactly-once."""
+    handle = open(out / STATE_DIR / "lock", "a")  # noqa: SIM115 (held for the daemon's life)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise WatchError(f"another clfbatch watch is already writing to {out}") from None
+    return handle
+
+
+def check_folders(settings: WatchSettings) -> None:
+    """A missing inbox or an unwritable output folder stops the daemon before it starts."""
+    inbox = settings.inbox
+    if not inbox.is_dir():
+        raise WatchError(
+            f"inbox {inbox} {'is not a folder' if inbox.exists() else 'does not exist'}"
+        )
+    try:
+        (settings.out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        probe = settings.out / STATE_DIR / f"probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise WatchError(
+            f"output folder {settings.out} is not writable: {exc.strerror or exc}"
+        ) from None
+
+
+class WatchDaemon:
+    def __init__(self, settings: WatchSettings) -> None:
+        self.settings = settings
+        self.stop = threading.Event()
+        self._wake = threading.Event()
+        self._queue: dict[Path, NewFile] = {}
+        self._queued_at = 0.0
+        self._summary_due = False
+        self._summary_at = 0.0
+        self._backoff = 0.0
+        self._needs_recovery = True  # whatever a crash left is finished before anything new
+
+    def request_stop(self, *_: object) -> None:
+        self.stop.set()
+        self._wake.set()
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self) -> int:
+        """Watch until stopped. Raises WatchError (and the backends' errors) at start."""
+        s = self.settings
+        check_folders(s)
+        with ExitStack() as stack:
+            stack.callback(_lock(s.out).close)
+            labels_file = read_labels_file(s.labels_file) if s.labels_file else None
+            backend = open_backend(
+                s.model, version=s.version, repository=s.repository, server=s.server
+            )
+            stack.callback(lambda: worker.backend.close() if worker else backend.close())
+            worker: Worker | None = None
+            journal = Journal(s.journal_path)
+            stack.callback(journal.close)
+            report = AppendReport(s.report_path, backend.labels)
+            try:
+                report.open()
+            except ReportMismatch as exc:
+                raise WatchError(str(exc)) from None
+            tally = Tally(backend.labels)
+            for row in read_report(report.path):
+                tally.add(row)
+            worker = Worker(
+                backend=backend,
+                journal=journal,
+                report=report,
+                tally=tally,
+                out=s.out.resolve(),
+                min_confidence=s.min_confidence,
+                top_k=s.top_k,
+            )
+            stack.callback(worker.close)
+            stack.callback(lambda: self._write_summary(worker, force=True))
+            exclude = [s.out, s.journal_path.parent, *summary_paths(summary_prefix(report.path))]
+            inbox = Inbox(
+                s.inbox,
+                recursive=s.recursive,
+                label_dirs=backend.labels,
+                exclude=exclude,
+                labels_file=labels_file,
+            )
+            self._loop(worker, inbox)
+        return 0
+
+    def _attempt(self, work: Callable[[], None]) -> bool:
+        """Run one unit of work; on failure log it and wait (backoff) before the next try."""
+        try:
+            work()
+        except Exception as exc:  # a full disk, a server away, a journal locked by a reader
+            first = self._backoff == 0.0
+            self._backoff = min(MAX_BACKOFF, max(1.0, self._backoff * 2))
+            log.error(
+                "%s; retrying in %.0f s (files stay in the inbox)",
+                exc,
+                self._backoff,
+                exc_info=first and not isinstance(exc, OSError | ServeError),
+            )
+            self._queue.clear()
+            self._needs_recovery = True
+            self.stop.wait(self._backoff)
+            return False
+        self._backoff = 0.0
+        return True
+
+    def _loop(self, worker: Worker, inbox: Inbox) -> None:
+        s = self.settings
+        settler = Settler(s.settle)
+        next_scan = next_reload = 0.0
+        with EventSource(inbox, self._wake) as events:
+            log.info(
+                "watching %s (model %s version %d, action %s)",
+                inbox.root,
+                worker.backend.model,
+                worker.backend.version,
+                s.action,
+            )
+            while not self.stop.is_set():
+                if self._needs_recovery:
+                    if self._attempt(lambda: self._recover(worker)):
+                        self._needs_recovery = False
+                    next_scan = 0.0
+                    continue
+                now = time.monotonic()
+                if now >= next_reload and not self._queue:
+                    self._maybe_reload(worker)
+                    next_reload = now + s.reload
+                if now >= next_scan:
+                    for path in inbox.scan():
+                        if path not in self._queue:
+                            settler.note(path)
+                    next_scan = now + s.rescan
+                for path, closed in events.drain().items():
+                    if path not in self._queue:
+                        settler.note(path, closed=closed)
+                self._enqueue(worker, inbox, settler.ready())
+                if self._batch_due():
+                    self._attempt(lambda: self._run_batch(worker))
+                    continue
+                self._write_summary(worker)
+                self._wake.wait(self._timeout(len(settler), next_scan))
+                self._wake.clear()
+
+    def _timeout(self, pending: int, next_scan: float) -> float:
+        wait = next_scan - time.monotonic()
+        if self._queue:
+            wait = min(wait, self._queued_at + self.settings.batch_wait - time.monotonic())
+        if pending:
+            wait = min(wait, max(0.02, self.settings.settle / 4))
+        return max(0.005, wait)
+
+    def _enqueue(self, worker: Worker, inbox: Inbox, ready: list[tuple[Path, Identity]]) -> None:
+        for path, identity in ready:
+            if worker.journal.known(path, identity):
+                continue
+            if not self._queue:
+                self._queued_at = time.monotonic()
+            self._queue[path] = NewFile(
+                path, inbox.relative(path), identity, self.settings.action, inbox.true_label(path)
+            )
+
+    def _batch_due(self) -> bool:
+        if not self._queue:
+            return False
+        waited = time.monotonic() - self._queued_at
+        return len(self._queue) >= self.settings.batch_max or waited >= self.settings.batch_wait
+
+    def _run_batch(self, worker: Worker) -> None:
+        started = time.monotonic()
+        batch = list(self._queue.values())[: self.settings.batch_max]
+        for new in batch:
+            del self._queue[new.source]
+        self._queued_at = time.monotonic()
+        entries = worker.journal.add_seen(batch)
+        reported = worker.advance(entries)
+        self._summary_due |= any(e.true_label for e in reported)
+        self._write_summary(worker)
+        log.info(
+            "batch of %d: %d reported in %.0f ms (model %s version %d)",
+            len(batch),
+            len(reported),
+            (time.monotonic() - started) * 1000,
+            worker.backend.model,
+            worker.backend.version,
+        )
+
+    def _recover(self, worker: Worker) -> None:
+        """Finish whatever a crash or a failed batch left between seen and reported."""
+        unfinished = worker.journal.unfinished()
+        if not unfinished:
+            return
+        log.warning("recovering %d unfinished files from the journal", len(unfinished))
+        for start in range(0, len(unfinished), self.settings.batch_max):
+            worker.advance(unfinished[start : start + self.settings.batch_max])
+        self._summary_due = True
+
+    def _write_summary(self, worker: Worker, *, force: bool = False) -> None:
+        if not self._summary_due or (
+            not force and time.monotonic() - self._summary_at < SUMMARY_INTERVAL
+        ):
+            return
+        metrics = worker.tally.metrics()
+        if metrics is not None:
+            extra = {
+                "report": str(worker.report.path),
+                "model": worker.backend.model,
+                "version": worker.backend.version,
+                "files": worker.tally.files,
+            }
+            write_summary(metrics, summary_prefix(worker.report.path), extra)
+        self._summary_due = False
+        self._summary_at = time.monotonic()
+
+    def _maybe_reload(self, worker: Worker) -> None:
+        """Between batches: switch to a newer version of the model, if one appeared."""
+        s = self.settings
+        if s.version is not None:
+            return
+        try:
+            if (
+                s.server is None
+                and resolve(s.repository, s.model).version <= worker.backend.version
+            ):
+                return
+            fresh: Backend = open_backend(s.model, repository=s.repository, server=s.server)
+        except (ManifestError, ModelNotFound, VersionNotFound, InvalidInput, OSError) as exc:
+            log.warning("cannot look for a new model version: %s", exc)
+            return
+        except Exception as exc:  # a broken SavedModel, a server that went away
+            log.warning("cannot load the new model version: %s", exc)
+            return
+        if fresh.version == worker.backend.version or fresh.labels != worker.backend.labels:
+            if fresh.labels != worker.backend.labels:
+                log.warning(
+                    "version %d has other classes; keeping version %d",
+                    fresh.version,
+                    worker.backend.version,
+                )
+            fresh.close()
+            return
+        old, worker.backend = worker.backend, fresh
+        old.close()
+        log.info("now using model %s version %d", fresh.model, fresh.version)

@@ -1,0 +1,248 @@
+"""The watch daemon's work on one batch: classify, place, report, each step journaled first.
+
+`Worker.advance(entries)` takes journal entries in any state and carries each one to `reported`
+(or `superseded`). A fresh batch and the leftovers of a crash go through the same code, so
+recovery is not a separate, rarely-run path: it is the normal path started half way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from batch.backends import Backend
+from batch.journal import CLASSIFIED, PLACED, REPORTED, SEEN, SUPERSEDED, Entry, Journal
+from batch.pipeline import ImageFile, rows_for
+from batch.placement import Collision, State, check, free_name, fsync_dir, place
+from batch.report import ReportRow
+from batch.summary import Tally
+from batch.watch_report import AppendReport, render
+from serve.errors import ServeError
+from serve.preprocess import preprocess_bytes
+
+log = logging.getLogger(__name__)
+UNCERTAIN, REJECTED = "_uncertain", "_rejected"
+VANISHED_ERROR = "file vanished from the inbox before it was placed"
+
+
+def _tmp_name(entry: Entry) -> str:
+    return f".clfwatch-{entry.id}.tmp"
+
+
+def outcome_row(entry: Entry) -> ReportRow:
+    """The report row an entry's stored outcome stands for."""
+    data = dict(entry.outcome or {})
+    data.pop("folder", None)
+    data["top_k"] = tuple((str(label), float(score)) for label, score in data.get("top_k", ()))
+    data["probabilities"] = tuple(data.get("probabilities", ()))
+    return ReportRow(**data)
+
+
+def _outcome(row: ReportRow, folder: str | None) -> dict[str, Any]:
+    return {**dataclasses.asdict(row), "folder": folder}
+
+
+class Worker:
+    """Owns the backend, the journal, the report and the running tally for the main loop."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        journal: Journal,
+        report: AppendReport,
+        tally: Tally,
+        out: Path,
+        min_confidence: float,
+        top_k: int,
+        threads: int = 2,
+    ) -> None:
+        self.backend = backend
+        self.journal = journal
+        self.report = report
+        self.tally = tally
+        self.out = out
+        self.min_confidence = min_confidence
+        self.top_k = top_k
+        self.counts: Counter[str] = Counter()
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="clfwatch-read")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def advance(self, entries: Sequence[Entry]) -> list[Entry]:
+        """Carry every entry to its final state; returns the ones reported."""
+        if seen := [e for e in entries if e.state == SEEN]:
+            self._classify(seen)
+        if classified := [e for e in entries if e.state == CLASSIFIED]:
+            self._place(classified)
+        placed = [e for e in entries if e.state == PLACED]
+        if placed:
+            self._report(placed)
+        return placed
+
+    # -- classify ---------------------------------------------------------------------------
+
+    def _read(self, entry: Entry) -> np.ndarray | str | None:
+        """The model input, an error text, or None if the file changed since it was seen."""
+        try:
+            with open(entry.source, "rb") as handle:
+                data = handle.read()
+                stat = os.fstat(handle.fileno())
+        except FileNotFoundError:
+            return VANISHED_ERROR
+        except OSError as exc:
+            return f"cannot read file: {exc.strerror or exc}"
+        if (stat.st_size, stat.st_mtime_ns, stat.st_ino) != entry.identity:
+            return None
+        try:
+            return preprocess_bytes(data, self.backend.preprocessing)
+        except ServeError as exc:
+            return str(exc)
+
+    def _classify(self, entries: list[Entry]) -> None:
+        results = list(self._pool.map(self._read, entries))
+        changed = [e for e, r in zip(entries, results, strict=True) if r is None]
+        good = [(e, r) for e, r in zip(entries, results, strict=True) if isinstance(r, np.ndarray)]
+        rows: dict[int, ReportRow] = {}
+        if good:
+            probs = self.backend.classify(np.stack([r for _, r in good]))
+            items = [ImageFile(e.source, e.rel, e.true_label) for e, _ in good]
+            for (entry, _), row in zip(
+                good, rows_for(self.backend, items, probs, self.top_k), strict=True
+            ):
+                rows[entry.id] = row
+        reserved = self.journal.reserved_destinations()
+        for entry, result in zip(entries, results, strict=True):
+            if result is None:
+                continue
+            row = rows.get(entry.id) or ReportRow(
+                path=entry.rel,
+                model=self.backend.model,
+                version=self.backend.version,
+                true_label=entry.true_label,
+                error=str(result),
+            )
+            folder = self._folder(row)
+            entry.outcome = _outcome(row, folder)
+            entry.dest = self._plan(entry, folder, reserved)
+            if entry.dest is not None:
+                reserved.add(entry.dest)
+        if changed:
+            self.journal.mark(changed, SUPERSEDED)
+        self.journal.mark_classified([e for e in entries if e.state == SEEN])
+
+    def _folder(self, row: ReportRow) -> str | None:
+        if row.error == VANISHED_ERROR:
+            return None
+        if row.error is not None or row.predicted is None:
+            return REJECTED
+        if row.confidence is not None and row.confidence < self.min_confidence:
+            return UNCERTAIN
+        return row.predicted
+
+    def _plan(self, entry: Entry, folder: str | None, reserved: set[Path]) -> Path | None:
+        if folder is None or entry.action == "none":
+            return None
+        return free_name(self.out / folder, entry.source.name, reserved)
+
+    # -- place ------------------------------------------------------------------------------
+
+    def _place(self, entries: list[Entry]) -> None:
+        touched: set[Path] = set()
+        superseded = []
+        for entry in entries:
+            state = self._place_one(entry)
+            if state is State.CHANGED:
+                superseded.append(entry)
+                continue
+            if state is State.VANISHED and (entry.outcome or {}).get("error") != VANISHED_ERROR:
+                row = dataclasses.replace(outcome_row(entry), error=VANISHED_ERROR)
+                self.journal.set_outcome(entry, _outcome(row, None))
+            touched.add(entry.source.parent)
+            if entry.dest is not None:
+                touched.add(entry.dest.parent)
+        for folder in touched:
+            if folder.is_dir():
+                fsync_dir(folder)
+        if superseded:
+            self.journal.mark(superseded, SUPERSEDED)
+        self._plan_rows([e for e in entries if e.state == CLASSIFIED])
+
+    def _place_one(self, entry: Entry) -> State:
+        while True:
+            state = check(entry.source, entry.identity, entry.dest, entry.action, _tmp_name(entry))
+            if state is State.VANISHED and entry.dest is not None:
+                self.journal.set_dest(entry, None)
+            if state is not State.TODO and state is not State.COLLISION:
+                return state
+            if state is State.TODO:
+                assert entry.dest is not None
+                try:
+                    place(entry.source, entry.dest, entry.action, tmp_name=_tmp_name(entry))
+                    return State.DONE
+                except Collision:
+                    pass
+            assert entry.dest is not None
+            reserved = self.journal.reserved_destinations()
+            self.journal.set_dest(entry, free_name(entry.dest.parent, entry.source.name, reserved))
+
+    def _plan_rows(self, entries: list[Entry]) -> None:
+        if not entries:
+            return
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        self.report.ensure_header()
+        self._set_offsets(entries, self.report.size(), lambda e: self._render(e, stamp))
+        self.journal.mark_placed(entries)
+
+    def _render(self, entry: Entry, stamp: str) -> str:
+        new_path = entry.dest.relative_to(self.out).as_posix() if entry.dest else ""
+        return render(
+            outcome_row(entry),
+            time=stamp,
+            new_path=new_path,
+            labels=self.report.labels,
+            fmt=self.report.format,
+        )
+
+    @staticmethod
+    def _set_offsets(entries: list[Entry], start: int, text: Callable[[Entry], str]) -> None:
+        offset = start
+        for entry in entries:
+            entry.row = text(entry)
+            entry.report_offset = offset
+            offset += len(entry.row.encode("utf-8"))
+
+    # -- report -----------------------------------------------------------------------------
+
+    def _report(self, entries: list[Entry]) -> None:
+        missing = [
+            e for e in entries if not self.report.contains(e.report_offset or 0, e.row or "")
+        ]
+        if missing:
+            first = min(e.report_offset or 0 for e in missing)
+            if first < self.report.size():
+                self.report.truncate(first)  # only ever our own unfinished append
+            self.report.ensure_header()
+            start = self.report.size()
+            if start != first:
+                self._set_offsets(missing, start, lambda e: e.row or "")
+                self.journal.mark_placed(missing)
+            self.report.append("".join(e.row or "" for e in missing))
+        self.journal.mark(entries, REPORTED)
+        for entry in entries:
+            row = outcome_row(entry)
+            self.tally.add(row)
+            folder = (entry.outcome or {}).get("folder")
+            self.counts[
+                "rejected" if row.error else "uncertain" if folder == UNCERTAIN else "ok"
+            ] += 1

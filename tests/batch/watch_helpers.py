@@ -1,0 +1,140 @@
+"""The watch daemon as a real subprocess, and checks of the exactly-once invariant."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import REPO_ROOT
+from tests.images import encode, gray_pixels, rgb_pixels
+
+READY_LINE = "watching "
+FAST = ("--settle-ms", "250", "--batch-ms", "50", "--rescan-s", "0.5")
+
+
+def watch_env() -> dict[str, str]:
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO_ROOT))
+
+
+class Daemon:
+    """`python -m batch.watch_cli INBOX --out OUT ...`, its stderr in a log file."""
+
+    def __init__(self, inbox: Path, out: Path, *args: str | Path, log: Path) -> None:
+        self.out = out
+        self.log = log
+        self._log_start = log.stat().st_size if log.exists() else 0
+        self._log_handle = log.open("a")
+        command = [sys.executable, "-m", "batch.watch_cli", str(inbox), "--out", str(out)]
+        self.process = subprocess.Popen(
+            [*command, *map(str, args)],
+            env=watch_env(),
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if READY_LINE in self.log_text()[self._log_start :]:
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited {self.process.returncode}:\n{self.log_text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"daemon not ready in {timeout} s:\n{self.log_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self._log_handle.close()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+        self._log_handle.close()
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.process.poll() is None:
+            self.kill()
+        self._log_handle.close()
+
+
+def report_rows(path: Path) -> list[dict[str, str]]:
+    """Every row of a watch report; fails if the file has a torn (newline-less) last line."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    assert not data or data.endswith(b"\n"), "report has a torn last line"
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def row_count(path: Path) -> int:
+    try:
+        return max(0, path.read_bytes().count(b"\n") - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def wait_rows(report: Path, count: int, daemon: Daemon | None = None, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while row_count(report) < count:
+        if daemon is not None and daemon.process.poll() is not None:
+            raise AssertionError(f"daemon died:\n{daemon.log_text()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{row_count(report)} of {count} rows after {timeout} s")
+        time.sleep(0.05)
+
+
+def image_bytes(kind: str, label: str, rng: np.random.Generator) -> bytes:
+    return encode(gray_pixels(label, rng) if kind == "gray" else rgb_pixels(label, rng))
+
+
+def placed_files(out: Path) -> dict[str, list[Path]]:
+    """Every file under OUT (outside the daemon's state folder), by file name."""
+    found: dict[str, list[Path]] = {}
+    for path in out.rglob("*"):
+        if path.is_file() and ".clfwatch" not in path.parts and path.parent != out:
+            found.setdefault(path.name, []).append(path)
+    return found
+
+
+def assert_exactly_once(
+    inbox: Path, out: Path, report: Path, originals: dict[str, bytes]
+) -> list[dict[str, str]]:
+    """Each original name: one report row, one file under OUT with its exact bytes, none left
+    in the inbox, and the row's new_path pointing at that file."""
+    rows = report_rows(report)
+    counts = Counter(row["path"] for row in rows)
+    duplicated = {name: n for name, n in counts.items() if n > 1}
+    assert not duplicated, f"rows repeated: {duplicated}"
+    assert set(counts) == set(originals), (
+        f"missing rows: {sorted(set(originals) - set(counts))[:10]}, "
+        f"unexpected: {sorted(set(counts) - set(originals))[:10]}"
+    )
+    placed = placed_files(out)
+    left = [p.name for p in inbox.rglob("*") if p.is_file() and p.name in originals]
+    assert not left, f"still in the inbox: {left[:10]}"
+    for row in rows:
+        name = Path(row["path"]).name
+        copies = placed.get(name, [])
+        assert len(copies) == 1, f"{name} placed {len(copies)} times: {copies}"
+        assert copies[0] == out / row["new_path"], (row, copies)
+        assert copies[0].read_bytes() == originals[row["path"]], f"{name} changed"
+    return rows
