@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,45 @@ from serve.errors import ResourceExhausted
 log = logging.getLogger(__name__)
 Predict = Callable[[np.ndarray], np.ndarray]
 BatchObserver = Callable[[int, int], None]  # (images in the batch, queue depth after taking it)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class _Worker:
+    """One daemon thread running model calls in order (a stuck call never blocks exit)."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, function: Predict, batch: np.ndarray) -> asyncio.Future[np.ndarray]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        self._jobs.put((loop, future, function, batch))
+        return future
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, future, function, batch = job
+            result, error = None, None
+            try:
+                result = function(batch)
+            except BaseException as exc:  # handed to the awaiting request
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop may be closed at shutdown
+                loop.call_soon_threadsafe(_settle, future, result, error)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout)
 
 
 @dataclass
@@ -63,7 +104,7 @@ class Batcher:
         self._arriving = 0
         self._carry: _Pending | None = None
         self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._worker = _Worker(name)
         self.batches = 0  # model calls made (a counter tests and benchmarks read)
 
     def start(self) -> None:
@@ -133,7 +174,6 @@ class Batcher:
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
             inputs = (
@@ -144,7 +184,7 @@ class Batcher:
             if self._observe is not None:
                 self._observe(len(inputs), self.queue_depth)
             try:
-                probs = await loop.run_in_executor(self._executor, self._predict, inputs)
+                probs = await self._worker.run(self._predict, inputs)
             except asyncio.CancelledError:
                 for item in batch:
                     if not item.future.done():
@@ -176,4 +216,4 @@ class Batcher:
         for item in leftovers:
             if not item.future.done():
                 item.future.set_exception(ResourceExhausted(f"{self.name} was shut down"))
-        self._executor.shutdown(wait=True)
+        await asyncio.to_thread(self._worker.stop)
