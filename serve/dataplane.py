@@ -23,7 +23,7 @@ import numpy as np
 from serve.batching import Batcher
 from serve.errors import InvalidInput, ModelNotFound, VersionNotFound
 from serve.loader import Classifier, load
-from serve.manifest import Preprocessing
+from serve.manifest import Manifest, Preprocessing
 from serve.metrics import ServeMetrics
 from serve.preprocess import check_model_input, preprocess_bytes, preprocess_pixels
 from serve.registry import Loader, ModelInfo, ModelRegistry
@@ -153,6 +153,13 @@ class DataPlane:
 
     def get_model(self, name: str) -> ModelInfo:
         return self.registry.model(name)
+
+    def describe(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> tuple[int, Manifest]:
+        """The version `classify` would answer with now, and its manifest (for metadata calls)."""
+        with self.registry.acquire(name, version, label) as handle:
+            return handle.version, handle.manifest
 
     async def classify(
         self, request: ClassifyRequest, timeout: float | None = None
