@@ -22,7 +22,8 @@ import numpy as np
 from batch.backends import Backend
 from batch.journal import CLASSIFIED, PLACED, REPORTED, SEEN, SUPERSEDED, Entry, Journal
 from batch.pipeline import ImageFile, rows_for
-from batch.placement import Collision, State, check, free_name, fsync_dir, place
+from batch.placement import Collision, State, check, free_name, fsync_dir
+from batch.placement import place as place_file
 from batch.report import ReportRow
 from batch.summary import Tally
 from batch.watch_report import AppendReport, render
@@ -80,14 +81,17 @@ class Worker:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def advance(self, entries: Sequence[Entry]) -> list[Entry]:
-        """Carry every entry to its final state; returns the ones reported."""
+        """Carry every entry to its final state; returns the ones reported.
+
+        The three steps are public so that tests can stop between them, as a crash would.
+        """
         if seen := [e for e in entries if e.state == SEEN]:
-            self._classify(seen)
+            self.classify(seen)
         if classified := [e for e in entries if e.state == CLASSIFIED]:
-            self._place(classified)
+            self.place(classified)
         placed = [e for e in entries if e.state == PLACED]
         if placed:
-            self._report(placed)
+            self.report_rows(placed)
         return placed
 
     # -- classify ---------------------------------------------------------------------------
@@ -109,7 +113,7 @@ class Worker:
         except ServeError as exc:
             return str(exc)
 
-    def _classify(self, entries: list[Entry]) -> None:
+    def classify(self, entries: list[Entry]) -> None:
         results = list(self._pool.map(self._read, entries))
         changed = [e for e, r in zip(entries, results, strict=True) if r is None]
         good = [(e, r) for e, r in zip(entries, results, strict=True) if isinstance(r, np.ndarray)]
@@ -157,7 +161,7 @@ class Worker:
 
     # -- place ------------------------------------------------------------------------------
 
-    def _place(self, entries: list[Entry]) -> None:
+    def place(self, entries: list[Entry]) -> None:
         touched: set[Path] = set()
         superseded = []
         for entry in entries:
@@ -188,7 +192,7 @@ class Worker:
             if state is State.TODO:
                 assert entry.dest is not None
                 try:
-                    place(entry.source, entry.dest, entry.action, tmp_name=_tmp_name(entry))
+                    place_file(entry.source, entry.dest, entry.action, tmp_name=_tmp_name(entry))
                     return State.DONE
                 except Collision:
                     pass
@@ -224,7 +228,7 @@ class Worker:
 
     # -- report -----------------------------------------------------------------------------
 
-    def _report(self, entries: list[Entry]) -> None:
+    def report_rows(self, entries: list[Entry]) -> None:
         missing = [
             e for e in entries if not self.report.contains(e.report_offset or 0, e.row or "")
         ]

@@ -106,20 +106,20 @@ def image_bytes(kind: str, label: str, rng: np.random.Generator) -> bytes:
     return encode(gray_pixels(label, rng) if kind == "gray" else rgb_pixels(label, rng))
 
 
-def placed_files(out: Path) -> dict[str, list[Path]]:
-    """Every file under OUT (outside the daemon's state folder), by file name."""
-    found: dict[str, list[Path]] = {}
-    for path in out.rglob("*"):
-        if path.is_file() and ".clfwatch" not in path.parts and path.parent != out:
-            found.setdefault(path.name, []).append(path)
-    return found
+def placed_files(out: Path) -> set[Path]:
+    """Every file in OUT's sub-folders, outside the daemon's state folder."""
+    return {
+        path
+        for path in out.rglob("*")
+        if path.is_file() and ".clfwatch" not in path.parts and path.parent != out
+    }
 
 
 def assert_exactly_once(
     inbox: Path, out: Path, report: Path, originals: dict[str, bytes]
 ) -> list[dict[str, str]]:
-    """Each original name: one report row, one file under OUT with its exact bytes, none left
-    in the inbox, and the row's new_path pointing at that file."""
+    """Each original: one report row, one file under OUT (the row's new_path) with its exact
+    bytes, nothing left in the inbox, and no other file under OUT."""
     rows = report_rows(report)
     counts = Counter(row["path"] for row in rows)
     duplicated = {name: n for name, n in counts.items() if n > 1}
@@ -128,13 +128,12 @@ def assert_exactly_once(
         f"missing rows: {sorted(set(originals) - set(counts))[:10]}, "
         f"unexpected: {sorted(set(counts) - set(originals))[:10]}"
     )
-    placed = placed_files(out)
     left = [p.name for p in inbox.rglob("*") if p.is_file() and p.name in originals]
     assert not left, f"still in the inbox: {left[:10]}"
     for row in rows:
-        name = Path(row["path"]).name
-        copies = placed.get(name, [])
-        assert len(copies) == 1, f"{name} placed {len(copies)} times: {copies}"
-        assert copies[0] == out / row["new_path"], (row, copies)
-        assert copies[0].read_bytes() == originals[row["path"]], f"{name} changed"
+        assert row["new_path"], row
+        assert (out / row["new_path"]).read_bytes() == originals[row["path"]], row
+    placed = placed_files(out)
+    expected = {out / row["new_path"] for row in rows}
+    assert placed == expected, f"extra: {sorted(placed - expected)[:5]}"
     return rows

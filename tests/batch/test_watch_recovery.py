@@ -1,0 +1,183 @@
+"""Crash recovery, step by step: the daemon's worker is stopped between its steps (as SIGKILL
+would stop it) and a fresh worker on the same journal, report and folders finishes the job."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from batch.backends import Backend, open_backend
+from batch.inbox import identity_of
+from batch.journal import PLACED, REPORTED, SUPERSEDED, Journal, NewFile
+from batch.summary import Tally
+from batch.watch_report import AppendReport
+from batch.watch_work import VANISHED_ERROR, Worker
+from tests.batch.watch_helpers import assert_exactly_once, image_bytes, report_rows
+
+
+@pytest.fixture(scope="module")
+def backend(model_repository: Path) -> Iterator[Backend]:
+    opened = open_backend("gray", repository=model_repository)
+    yield opened
+    opened.close()
+
+
+class Setup:
+    """An inbox with images, an output folder, and workers that can be 'killed' at will."""
+
+    def __init__(self, root: Path, backend: Backend, count: int = 6, out: Path | None = None):
+        self.backend = backend
+        self.inbox, self.out = root / "inbox", out or root / "out"
+        self.inbox.mkdir()
+        rng = np.random.default_rng(0)
+        self.originals = {f"f{i}.png": image_bytes("gray", "dark", rng) for i in range(count)}
+        for name, data in self.originals.items():
+            (self.inbox / name).write_bytes(data)
+        self.report_path = self.out / "labels.csv"
+        self.workers: list[Worker] = []
+
+    def worker(self) -> Worker:
+        """A fresh worker, as after a restart (the report is opened and repaired first)."""
+        report = AppendReport(self.report_path, self.backend.labels)
+        report.open()
+        worker = Worker(
+            backend=self.backend,
+            journal=Journal(self.out / ".clfwatch" / "journal.sqlite"),
+            report=report,
+            tally=Tally(self.backend.labels),
+            out=self.out,
+            min_confidence=0.0,
+            top_k=2,
+        )
+        self.workers.append(worker)
+        return worker
+
+    def seen(self, worker: Worker, action: str = "move") -> list:
+        files = [
+            NewFile(path, path.name, identity_of(path.stat()), action)
+            for path in sorted(self.inbox.iterdir())
+        ]
+        return worker.journal.add_seen(files)
+
+    def restart(self) -> Worker:
+        worker = self.worker()
+        worker.advance(worker.journal.unfinished())
+        return worker
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+            worker.journal.close()
+
+    def check(self) -> list[dict[str, str]]:
+        return assert_exactly_once(self.inbox, self.out, self.report_path, self.originals)
+
+
+@pytest.fixture
+def setup(tmp_path: Path, backend: Backend) -> Iterator[Setup]:
+    made = Setup(tmp_path, backend)
+    yield made
+    made.close()
+
+
+def test_killed_after_seen(setup: Setup) -> None:
+    setup.seen(setup.worker())
+    setup.restart()
+    setup.check()
+
+
+def test_killed_between_link_and_unlink(setup: Setup) -> None:
+    worker = setup.worker()
+    entries = setup.seen(worker)
+    worker.classify(entries)
+    for entry in entries[:3]:  # the move's first half happened for three files
+        entry.dest.parent.mkdir(parents=True, exist_ok=True)
+        os.link(entry.source, entry.dest)
+    setup.restart()
+    setup.check()
+
+
+@pytest.mark.parametrize("written", ["nothing", "torn", "all"])
+def test_killed_while_appending_the_rows(setup: Setup, written: str) -> None:
+    worker = setup.worker()
+    entries = setup.seen(worker)
+    worker.classify(entries)
+    worker.place(entries)
+    assert all(e.state == PLACED for e in entries)
+    text = "".join(e.row for e in entries)
+    cut = {"nothing": 0, "torn": len(text) // 2 + 3, "all": len(text)}[written]
+    with setup.report_path.open("a") as handle:
+        handle.write(text[:cut])
+    setup.restart()
+    rows = setup.check()
+    assert len(rows) == len(setup.originals)
+
+
+def test_a_foreign_file_at_the_planned_name_is_never_overwritten(setup: Setup) -> None:
+    worker = setup.worker()
+    entries = setup.seen(worker)
+    worker.classify(entries)
+    foreign = entries[0].dest
+    foreign.parent.mkdir(parents=True, exist_ok=True)
+    foreign.write_bytes(b"someone else's file")
+    setup.restart()
+    assert foreign.read_bytes() == b"someone else's file"
+    foreign.unlink()  # so that the exactly-once check sees only ours
+    rows = setup.check()
+    moved = next(r for r in rows if r["path"] == entries[0].rel)
+    assert setup.out / moved["new_path"] == foreign.with_name(f"{foreign.stem}-1{foreign.suffix}")
+
+
+def test_a_file_rewritten_after_it_was_seen_is_taken_again_as_new(setup: Setup) -> None:
+    worker = setup.worker()
+    entries = setup.seen(worker)
+    target = entries[0].source
+    setup.originals[target.name] = b"rewritten: not an image any more"
+    target.write_bytes(setup.originals[target.name])
+    worker.advance(entries)
+    assert entries[0].state == SUPERSEDED
+    assert all(e.state == REPORTED for e in entries[1:])
+    again = setup.seen(worker)  # only the rewritten file is left in the inbox
+    assert [e.rel for e in again] == [target.name]
+    worker.advance(again)
+    rows = setup.check()
+    assert next(r for r in rows if r["path"] == target.name)["error"].startswith("cannot decode")
+
+
+def test_a_file_removed_by_someone_else_gets_an_error_row(setup: Setup) -> None:
+    worker = setup.worker()
+    entries = setup.seen(worker)
+    worker.classify(entries)
+    entries[0].source.unlink()
+    del setup.originals[entries[0].rel]
+    worker.advance(entries)
+    rows = report_rows(setup.report_path)
+    gone = next(r for r in rows if r["path"] == entries[0].rel)
+    assert gone["error"] == VANISHED_ERROR and gone["new_path"] == ""
+    rows.remove(gone)
+    assert len(rows) == len(setup.originals)
+
+
+@pytest.mark.skipif(
+    not Path("/dev/shm").is_dir() or os.stat("/dev/shm").st_dev == os.stat("/tmp").st_dev,
+    reason="needs a second file system",
+)
+def test_a_move_across_file_systems_copies_then_removes(tmp_path: Path, backend: Backend) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as other:
+        setup = Setup(tmp_path, backend, out=Path(other) / "out")
+        try:
+            worker = setup.worker()
+            entries = setup.seen(worker)
+            worker.classify(entries)
+            entries[0].dest.parent.mkdir(parents=True, exist_ok=True)
+            entries[0].dest.write_bytes(entries[0].source.read_bytes())  # copied, then killed
+            setup.restart()
+            setup.check()
+        finally:
+            setup.close()
