@@ -17,6 +17,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 OUTPUT = ROOT / "serve" / "grpc" / "_proto"
+# Proto packages that client libraries also put in protobuf's default descriptor pool
+# (tritonclient registers `inference.*`): our code for them gets a private pool, so that one
+# process can import both.
+PRIVATE_POOL_PACKAGES = ("inference",)
 
 
 def generate(target: Path) -> None:
@@ -40,6 +44,12 @@ def generate(target: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    for package in PRIVATE_POOL_PACKAGES:  # one file per package: no cross-file imports
+        for module in (target / package).rglob("*_pb2.py"):
+            text = module.read_text().replace(
+                "_descriptor_pool.Default()", "_descriptor_pool.DescriptorPool()", 1
+            )
+            module.write_text(text)
     for folder in {p.parent for p in target.rglob("*_pb2.py")}:
         init = folder / "__init__.py"
         if not init.exists():

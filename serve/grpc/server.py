@@ -17,12 +17,20 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from serve.dataplane import DataPlane
-from serve.grpc import clf_servicer
+from serve.grpc import clf_servicer, kserve
 from serve.settings import Settings
 
 log = logging.getLogger(__name__)
 Register = Callable[[grpc.aio.Server, DataPlane], list[str]]
-PROTOCOLS: list[Register] = [clf_servicer.register]
+
+
+def _tfserving(server: grpc.aio.Server, dataplane: DataPlane) -> list[str]:
+    from serve.grpc import tfserving  # imports TensorFlow: only when a server is built
+
+    return tfserving.register(server, dataplane)
+
+
+PROTOCOLS: list[Register] = [clf_servicer.register, _tfserving, kserve.register]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 

@@ -1,0 +1,225 @@
+"""Open Inference Protocol v2 (KServe / Triton) protobuf <-> domain types.
+
+How our concepts appear in the v2 API:
+
+| ours                       | v2                                                              |
+|----------------------------|-----------------------------------------------------------------|
+| model name                 | `model_name` / `name`                                           |
+| version or label           | `model_version`: "" (newest), "3", or a label ("stable", ...)   |
+| model input                | input `images` FP32 [N, H, W, C]                                |
+| raw pixels                 | input `images` UINT8 [N, H, W, C] or [N, H, W]                  |
+| encoded images             | input `images` BYTES [N] (or [N, 1])                            |
+| probabilities              | output `probabilities` FP32 [N, classes], manifest class order  |
+| top-k labels               | Triton's classification extension: requested output parameter   |
+|                            | `classification: k` -> BYTES [N, k] "score:index:label"         |
+
+Tensors arrive in `contents` or in `raw_input_contents`; outputs go back the same way unless
+the request says otherwise with the bool parameter `binary_data_output` (request) or
+`binary_data` (requested output), as Triton's clients name them.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from inference import grpc_service_pb2 as pb  # generated; serve/grpc/__init__ puts it on the path
+
+from serve.dataplane import ClassifyRequest, ClassifyResult, ImageInput, Input, TensorInput
+from serve.errors import InvalidInput
+from serve.manifest import Manifest, Signature
+from serve.registry import ModelInfo, VersionState
+
+PLATFORM = "tensorflow_savedmodel"
+CLASSIFICATION = "classification"
+_LENGTH = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """How to answer: raw bytes or `contents`, and probabilities and/or top-k per input."""
+
+    raw: bool
+    top_k: int = 0  # > 0: the classification output instead of the probabilities
+
+
+def version_choice(text: str) -> tuple[int | None, str | None]:
+    """`model_version` -> (version, label): "" is the newest, digits a version, else a label."""
+    text = text.strip()
+    if not text:
+        return None, None
+    if text.lstrip("-").isdigit():
+        return int(text), None
+    return None, text
+
+
+# -- BYTES tensors ---------------------------------------------------------------------------
+def split_bytes(raw: bytes, name: str) -> list[bytes]:
+    """Raw BYTES tensor data: each element prefixed with its length (uint32, little-endian)."""
+    items, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise InvalidInput(f"input {name!r}: truncated BYTES element length")
+        (size,) = _LENGTH.unpack_from(raw, offset)
+        offset += 4
+        if offset + size > len(raw):
+            raise InvalidInput(f"input {name!r}: BYTES element longer than the data left")
+        items.append(raw[offset : offset + size])
+        offset += size
+    return items
+
+
+def join_bytes(items: Sequence[bytes]) -> bytes:
+    return b"".join(_LENGTH.pack(len(item)) + item for item in items)
+
+
+# -- requests --------------------------------------------------------------------------------
+def _count(shape: tuple[int, ...], name: str) -> int:
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"input {name!r} has a negative dimension in shape {list(shape)}")
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _numbers(values: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    if values.size != _count(shape, name):
+        raise InvalidInput(
+            f"input {name!r} has {values.size} elements; shape {list(shape)} needs "
+            f"{_count(shape, name)}"
+        )
+    return values.reshape(shape)
+
+
+def _inputs(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> list[Input]:
+    name, shape = tensor.name, tuple(int(d) for d in tensor.shape)
+    if tensor.datatype == "BYTES":
+        items = split_bytes(raw, name) if raw is not None else list(tensor.contents.bytes_contents)
+        column = len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
+        if not column or len(items) != _count(shape, name):
+            raise InvalidInput(
+                f"input {name!r}: BYTES images must be shaped [N] or [N, 1]; "
+                f"got {len(items)} elements for shape {list(shape)}"
+            )
+        return [ImageInput(item) for item in items]
+    if tensor.datatype == "FP32":
+        if raw is not None and len(raw) % 4:
+            raise InvalidInput(f"input {name!r}: raw FP32 data is not a multiple of 4 bytes")
+        values = (
+            np.frombuffer(raw, "<f4")
+            if raw is not None
+            else np.asarray(tensor.contents.fp32_contents, np.float32)
+        )
+        array = _numbers(values, shape, name)
+        if array.ndim != 4:
+            raise InvalidInput(f"input {name!r} must be FP32 [N, H, W, C], not {list(shape)}")
+        return [TensorInput(row, preprocessed=True) for row in array]
+    if tensor.datatype == "UINT8":
+        if raw is not None:
+            values = np.frombuffer(raw, np.uint8)
+        else:
+            wide = np.asarray(tensor.contents.uint_contents, np.int64)
+            if wide.size and wide.max() > 255:
+                raise InvalidInput(f"input {name!r}: UINT8 values must lie in 0..255")
+            values = wide.astype(np.uint8)
+        array = _numbers(values, shape, name)
+        if array.ndim not in (3, 4):
+            raise InvalidInput(f"input {name!r} must be UINT8 [N, H, W(, C)], not {list(shape)}")
+        return [TensorInput(row) for row in array]
+    raise InvalidInput(
+        f"input {name!r} has datatype {tensor.datatype!r}; expected FP32 (model input), "
+        "UINT8 (pixels) or BYTES (encoded images)"
+    )
+
+
+def _flag(parameters: object, key: str) -> bool | None:
+    if key in parameters:  # type: ignore[operator]
+        return bool(parameters[key].bool_param)  # type: ignore[index]
+    return None
+
+
+def _reply(request: pb.ModelInferRequest, signature: Signature) -> Reply:
+    raw = bool(request.raw_input_contents)
+    top_k = 0
+    for output in request.outputs:
+        if output.name != signature.output:
+            raise InvalidInput(
+                f"unexpected inference output {output.name!r} for model "
+                f"{request.model_name!r}; it has [{signature.output!r}]"
+            )
+        if CLASSIFICATION in output.parameters:
+            top_k = int(output.parameters[CLASSIFICATION].int64_param)
+            if top_k < 1:
+                raise InvalidInput(f"classification count must be >= 1, not {top_k}")
+        asked = _flag(output.parameters, "binary_data")
+        raw = raw if asked is None else asked
+    asked = _flag(request.parameters, "binary_data_output")
+    return Reply(raw if asked is None else asked, top_k)
+
+
+def classify_request_from_infer(
+    request: pb.ModelInferRequest, signature: Signature
+) -> tuple[ClassifyRequest, Reply]:
+    """A ModelInferRequest -> the domain request and how to shape the answer."""
+    sent = [tensor.name for tensor in request.inputs]
+    if sent != [signature.input]:
+        missing = [] if signature.input in sent else [signature.input]
+        raise InvalidInput(
+            f"expected 1 input but got {len(sent)} for model {request.model_name!r}: sent "
+            f"{sent}, unexpected {[n for n in sent if n != signature.input]}, missing {missing}"
+        )
+    raw_contents = list(request.raw_input_contents)
+    if raw_contents and len(raw_contents) != len(request.inputs):
+        raise InvalidInput(
+            f"{len(raw_contents)} raw_input_contents for {len(request.inputs)} inputs"
+        )
+    tensor = request.inputs[0]
+    if raw_contents and tensor.HasField("contents"):
+        raise InvalidInput(f"input {tensor.name!r} has both contents and raw_input_contents")
+    reply = _reply(request, signature)
+    version, label = version_choice(request.model_version)
+    inputs = _inputs(tensor, raw_contents[0] if raw_contents else None)
+    domain = ClassifyRequest(request.model_name, inputs, version, label, top_k=max(reply.top_k, 1))
+    return domain, reply
+
+
+# -- responses -------------------------------------------------------------------------------
+def infer_response(
+    result: ClassifyResult, reply: Reply, signature: Signature, request_id: str = ""
+) -> pb.ModelInferResponse:
+    response = pb.ModelInferResponse(
+        model_name=result.model, model_version=str(result.version), id=request_id
+    )
+    output = response.outputs.add(name=signature.output)
+    if reply.top_k:
+        index = {label: i for i, label in enumerate(result.labels)}
+        rows = [[f"{s:f}:{index[label]}:{label}".encode() for label, s in r] for r in result.top_k]
+        output.datatype = "BYTES"
+        output.shape.extend([len(rows), len(rows[0]) if rows else 0])
+        flat = [item for row in rows for item in row]
+        if reply.raw:
+            response.raw_output_contents.append(join_bytes(flat))
+        else:
+            output.contents.bytes_contents.extend(flat)
+        return response
+    probabilities = np.ascontiguousarray(result.probabilities, dtype="<f4")
+    output.datatype = "FP32"
+    output.shape.extend(probabilities.shape)
+    if reply.raw:
+        response.raw_output_contents.append(probabilities.tobytes())
+    else:
+        output.contents.fp32_contents.extend(probabilities.ravel().tolist())
+    return response
+
+
+def metadata_response(info: ModelInfo, manifest: Manifest) -> pb.ModelMetadataResponse:
+    """Inputs and outputs with -1 for the batch dimension; versions that are available."""
+    sig = manifest.signature
+    Tensor = pb.ModelMetadataResponse.TensorMetadata
+    return pb.ModelMetadataResponse(
+        name=info.name,
+        versions=[str(v.version) for v in info.versions if v.state is VersionState.AVAILABLE],
+        platform=PLATFORM,
+        inputs=[Tensor(name=sig.input, datatype="FP32", shape=[-1, *manifest.input_shape])],
+        outputs=[Tensor(name=sig.output, datatype="FP32", shape=[-1, len(manifest.classes)])],
+    )

@@ -1,0 +1,223 @@
+"""TensorFlow Serving protobuf (tensorflow-serving-api's generated code) <-> domain types.
+
+How our concepts appear in TF Serving's API:
+
+| ours                         | TensorFlow Serving                                            |
+|------------------------------|---------------------------------------------------------------|
+| model name                   | `ModelSpec.name`                                              |
+| version / label              | `ModelSpec.version` (Int64Value) / `ModelSpec.version_label`  |
+| manifest signature           | `signature_name` "serving_default": input `images`, output    |
+|                              | `probabilities` (names from the manifest)                     |
+| model input (preprocessed)   | DT_FLOAT [N, H, W, C] (`float_val` or `tensor_content`)       |
+| raw pixels                   | DT_UINT8 [N, H, W, C] or [N, H, W]                            |
+| encoded images               | DT_STRING [N] (PNG/JPEG/... bytes, preprocessed by manifest)  |
+| probabilities, class order   | DT_FLOAT [N, classes] in `float_val`, manifest class order    |
+| version states               | LOADING, AVAILABLE, UNLOADING; FAILED -> END with an error    |
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    predict_pb2,
+)
+
+from serve.dataplane import ClassifyRequest, ClassifyResult, ImageInput, Input, TensorInput
+from serve.errors import InvalidInput, VersionNotFound
+from serve.manifest import Manifest, Signature
+from serve.registry import ModelInfo, VersionInfo, VersionState
+
+SIGNATURE_FIELD = "signature_def"  # the only metadata field TF Serving (and we) answer
+PREDICT_METHOD = "tensorflow/serving/predict"
+_State = get_model_status_pb2.ModelVersionStatus.State
+_STATES = {
+    VersionState.LOADING: _State.LOADING,
+    VersionState.AVAILABLE: _State.AVAILABLE,
+    VersionState.UNLOADING: _State.UNLOADING,
+    VersionState.FAILED: _State.END,
+}
+_GRPC_UNKNOWN = 2  # tensorflow.error.Code.UNKNOWN: a version that failed to load
+_DTYPE_NAMES = {v: k for k, v in types_pb2.DataType.items()}
+
+
+def version_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
+    """ModelSpec -> (version, label); neither means the newest available version."""
+    choice = spec.WhichOneof("version_choice")
+    if choice == "version":
+        return spec.version.value, None
+    if choice == "version_label":
+        return None, spec.version_label
+    return None, None
+
+
+def check_signature(spec: model_pb2.ModelSpec, signature: Signature) -> None:
+    if spec.signature_name not in ("", signature.name):
+        raise InvalidInput(
+            f'Serving signature name: "{spec.signature_name}" not found in signature def; '
+            f'the model has "{signature.name}"'
+        )
+
+
+def _shape(tensor: tensor_pb2.TensorProto) -> tuple[int, ...]:
+    return tuple(int(d.size) for d in tensor.tensor_shape.dim)
+
+
+def _numbers(tensor: tensor_pb2.TensorProto, name: str, dtype: str, values: object) -> np.ndarray:
+    shape = _shape(tensor)
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"input {name!r} has an unknown dimension in shape {list(shape)}")
+    if tensor.tensor_content:
+        if len(tensor.tensor_content) % np.dtype(dtype).itemsize:
+            raise InvalidInput(f"input {name!r}: tensor_content is not a whole number of {dtype}")
+        array = np.frombuffer(tensor.tensor_content, dtype=dtype)
+    else:
+        array = np.asarray(values, dtype=np.int64 if dtype == "<u1" else dtype)
+        if dtype == "<u1":
+            if array.size and (array.min() < 0 or array.max() > 255):
+                raise InvalidInput(f"input {name!r}: DT_UINT8 values must lie in 0..255")
+            array = array.astype(np.uint8)
+    expected = int(np.prod(shape, dtype=np.int64))
+    if array.size != expected:
+        raise InvalidInput(
+            f"input {name!r} has {array.size} values; its shape {list(shape)} needs {expected}"
+        )
+    return array.reshape(shape)
+
+
+def inputs_from_tensor(tensor: tensor_pb2.TensorProto, name: str) -> list[Input]:
+    """One TensorProto -> one domain input per batch row (its first dimension)."""
+    if tensor.dtype == types_pb2.DT_STRING:
+        shape = _shape(tensor)
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise InvalidInput(f"input {name!r}: DT_STRING images must be [N] or [N, 1]")
+        if shape and int(np.prod(shape)) != len(tensor.string_val):
+            raise InvalidInput(
+                f"input {name!r} has {len(tensor.string_val)} strings; shape {list(shape)}"
+            )
+        return [ImageInput(data) for data in tensor.string_val]
+    if tensor.dtype == types_pb2.DT_FLOAT:
+        array = _numbers(tensor, name, "<f4", tensor.float_val)
+        if array.ndim != 4:
+            raise InvalidInput(
+                f"input {name!r} must be DT_FLOAT [batch, height, width, channels], "
+                f"not {list(array.shape)}"
+            )
+        return [TensorInput(row, preprocessed=True) for row in array]
+    if tensor.dtype == types_pb2.DT_UINT8:
+        array = _numbers(tensor, name, "<u1", tensor.int_val)
+        if array.ndim not in (3, 4):
+            raise InvalidInput(
+                f"input {name!r} must be DT_UINT8 [batch, height, width(, channels)], "
+                f"not {list(array.shape)}"
+            )
+        return [TensorInput(row) for row in array]
+    dtype = _DTYPE_NAMES.get(tensor.dtype, str(tensor.dtype))
+    raise InvalidInput(
+        f"input {name!r} is {dtype}; expected DT_FLOAT (model input), DT_UINT8 (pixels) "
+        "or DT_STRING (encoded images)"
+    )
+
+
+def classify_request_from_predict(
+    request: predict_pb2.PredictRequest, signature: Signature
+) -> ClassifyRequest:
+    """A PredictRequest -> the domain request; input and output names must match `signature`."""
+    check_signature(request.model_spec, signature)
+    sent, expected = set(request.inputs), {signature.input}
+    if sent != expected:
+        raise InvalidInput(
+            f"input names do not match signature {signature.name!r}: sent {sorted(sent)}; "
+            f"extra {sorted(sent - expected)}, missing {sorted(expected - sent)}"
+        )
+    unknown = [name for name in request.output_filter if name != signature.output]
+    if unknown:
+        raise InvalidInput(
+            f"output tensor alias not found in signature: {unknown}; "
+            f"outputs are [{signature.output!r}]"
+        )
+    version, label = version_choice(request.model_spec)
+    inputs = inputs_from_tensor(request.inputs[signature.input], signature.input)
+    return ClassifyRequest(request.model_spec.name, inputs, version, label)
+
+
+def _tensor_shape(dims: list[int]) -> tensor_shape_pb2.TensorShapeProto:
+    return tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims]
+    )
+
+
+def _spec(name: str, version: int, signature: str = "") -> model_pb2.ModelSpec:
+    spec = model_pb2.ModelSpec(name=name, signature_name=signature)
+    spec.version.value = version
+    return spec
+
+
+def predict_response(result: ClassifyResult, signature: Signature) -> predict_pb2.PredictResponse:
+    """Probabilities as DT_FLOAT `float_val`, as TensorFlow Serving answers."""
+    response = predict_pb2.PredictResponse(
+        model_spec=_spec(result.model, result.version, signature.name)
+    )
+    output = response.outputs[signature.output]
+    output.dtype = types_pb2.DT_FLOAT
+    output.tensor_shape.CopyFrom(_tensor_shape(list(result.probabilities.shape)))
+    output.float_val.extend(result.probabilities.ravel().tolist())
+    return response
+
+
+def metadata_response(
+    name: str, version: int, manifest: Manifest, fields: list[str]
+) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    """The model's serving signature as a SignatureDefMap under metadata["signature_def"]."""
+    if not fields:
+        raise InvalidInput("GetModelMetadataRequest must specify at least one metadata_field")
+    unsupported = [field for field in fields if field != SIGNATURE_FIELD]
+    if unsupported:
+        raise InvalidInput(f"Metadata field {unsupported[0]} is not supported")
+    sig = manifest.signature
+    definition = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD)
+    definition.inputs[sig.input].CopyFrom(
+        meta_graph_pb2.TensorInfo(
+            name=f"{sig.name}_{sig.input}:0",
+            dtype=types_pb2.DT_FLOAT,
+            tensor_shape=_tensor_shape([-1, *manifest.input_shape]),
+        )
+    )
+    definition.outputs[sig.output].CopyFrom(
+        meta_graph_pb2.TensorInfo(
+            name="StatefulPartitionedCall:0",
+            dtype=types_pb2.DT_FLOAT,
+            tensor_shape=_tensor_shape([-1, len(manifest.classes)]),
+        )
+    )
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    signatures.signature_def[sig.name].CopyFrom(definition)
+    response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=_spec(name, version))
+    response.metadata[SIGNATURE_FIELD].Pack(signatures)
+    return response
+
+
+def _pick(info: ModelInfo, version: int | None, label: str | None) -> list[VersionInfo]:
+    if version is None and label is None:
+        return list(info.versions)
+    found = [v for v in info.versions if v.version == version or (label and label in v.labels)]
+    if not found:
+        raise VersionNotFound(info.name, version if label is None else label)
+    return found
+
+
+def status_response(
+    info: ModelInfo, version: int | None, label: str | None
+) -> get_model_status_pb2.GetModelStatusResponse:
+    """Every version's state (or the one asked for), newest first."""
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for item in _pick(info, version, label):
+        entry = response.model_version_status.add(version=item.version, state=_STATES[item.state])
+        if item.state is VersionState.FAILED:
+            entry.status.error_code = _GRPC_UNKNOWN  # type: ignore[assignment]
+            entry.status.error_message = item.reason
+    return response
