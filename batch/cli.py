@@ -115,7 +115,13 @@ def run(
         where = f"server {server}" if server else f"repository {repository}"
         raise _fail(f"{exc} (in {where})") from None
     except ServeError as exc:
-        raise _fail(str(exc), EXIT_SERVER if server else EXIT_USAGE) from None
+        if server:
+            raise _fail(f"cannot use clfserve at {server}: {exc}", EXIT_SERVER) from None
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted before any file was classified", EXIT_INTERRUPTED) from None
+    except Exception as exc:  # a broken SavedModel raises whatever TensorFlow raises
+        raise _fail(f"cannot load model {model!r}: {exc}") from None
     try:
         result = run_folder(options, backend, warn=_err, counts=counts)
     except BatchError as exc:
