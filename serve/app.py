@@ -19,7 +19,12 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    EVENT_TYPE_CLOSED_NO_WRITE,
+    EVENT_TYPE_OPENED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from serve.dataplane import DataPlane
@@ -31,16 +36,20 @@ from serve.settings import Settings
 
 log = logging.getLogger("serve")
 DEBOUNCE = 0.3  # seconds of quiet after a file event before re-syncing
+_READS = frozenset({EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE})
 
 
 class _Wake(FileSystemEventHandler):
-    """Forwards any file event under the repository to the event loop."""
+    """Forwards changes under the repository to the event loop (reads, ours included, are not)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
         self._loop, self._event = loop, event
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        self._loop.call_soon_threadsafe(self._event.set)
+        if event.event_type in _READS:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            self._loop.call_soon_threadsafe(self._event.set)
 
 
 class App:

@@ -21,7 +21,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from serve.errors import ResourceExhausted
 
 log = logging.getLogger(__name__)
 Predict = Callable[[np.ndarray], np.ndarray]
+R = TypeVar("R")
 BatchObserver = Callable[[int, int], None]  # (images in the batch, queue depth after taking it)
 
 
@@ -41,34 +42,45 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
 
 
-class _Worker:
-    """One daemon thread running model calls in order (a stuck call never blocks exit)."""
+class WorkerPool:
+    """`size` daemon threads running blocking calls for the event loop (a stuck call never
+    blocks interpreter exit; `stop()` still joins them). `size=1` runs calls in order.
 
-    def __init__(self, name: str) -> None:
+        pool = WorkerPool("decode", 2)
+        result = await pool.run(function, argument)
+    """
+
+    def __init__(self, name: str, size: int = 1) -> None:
         self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            for i in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def run(self, function: Predict, batch: np.ndarray) -> asyncio.Future[np.ndarray]:
+    def run(self, function: Callable[[Any], R], argument: Any) -> asyncio.Future[R]:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[np.ndarray] = loop.create_future()
-        self._jobs.put((loop, future, function, batch))
+        future: asyncio.Future[R] = loop.create_future()
+        self._jobs.put((loop, future, function, argument))
         return future
 
-    def _run(self) -> None:
+    def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            loop, future, function, batch = job
+            loop, future, function, argument = job
             result, error = None, None
             try:
-                result = function(batch)
-            except BaseException as exc:  # handed to the awaiting request
+                result = function(argument)
+            except BaseException as exc:  # handed to the awaiting coroutine
                 error = exc
             with contextlib.suppress(RuntimeError):  # the loop may be closed at shutdown
                 loop.call_soon_threadsafe(_settle, future, result, error)
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._jobs.put(None)
-        self._thread.join(timeout)
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
 
 
 @dataclass
@@ -104,7 +116,7 @@ class Batcher:
         self._arriving = 0
         self._carry: _Pending | None = None
         self._task: asyncio.Task[None] | None = None
-        self._worker = _Worker(name)
+        self._worker = WorkerPool(name, 1)
         self.batches = 0  # model calls made (a counter tests and benchmarks read)
 
     def start(self) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serve.batching import Batcher
+from serve.batching import Batcher, WorkerPool
 from serve.errors import InvalidInput, ModelNotFound, VersionNotFound
 from serve.loader import Classifier, load
 from serve.manifest import Manifest, Preprocessing
@@ -30,7 +30,9 @@ from serve.registry import Loader, ModelInfo, ModelRegistry
 from serve.settings import Settings
 
 log = logging.getLogger(__name__)
-_OFFLOAD_BYTES = 256 * 1024  # decode bigger requests in a worker thread, off the event loop
+# A lone small image is decoded on the event loop (a thread hop costs more than the decode);
+# anything more goes to the decode threads, so a big request never stalls the other RPCs.
+_INLINE_BYTES = 16 * 1024
 _ERROR_CODES = {  # canonical status names for metrics; serve/grpc/status.py maps to gRPC
     "ModelNotFound": "NOT_FOUND",
     "VersionNotFound": "NOT_FOUND",
@@ -109,6 +111,7 @@ class DataPlane:
         self.settings = settings
         self.metrics = metrics or ServeMetrics()
         self._on_change = on_change
+        self._decoders = WorkerPool("decode", settings.decode_threads)
         self.registry = ModelRegistry(
             settings.repository, settings.policy, self._make_batcher, loader=loader,
             on_change=self._changed,
@@ -143,6 +146,7 @@ class DataPlane:
 
     async def close(self) -> None:
         await self.registry.close()
+        await asyncio.to_thread(self._decoders.stop)
 
     @property
     def ready(self) -> bool:
@@ -212,9 +216,9 @@ class DataPlane:
 
     async def _prepare(self, inputs: Sequence[Input], pre: Preprocessing) -> np.ndarray:
         size = sum(len(i.data) if isinstance(i, ImageInput) else i.array.nbytes for i in inputs)
-        if size > _OFFLOAD_BYTES:
-            return await asyncio.to_thread(self._preprocess, inputs, pre)
-        return self._preprocess(inputs, pre)
+        if len(inputs) == 1 and size <= _INLINE_BYTES:
+            return self._preprocess(inputs, pre)
+        return await self._decoders.run(lambda items: self._preprocess(items, pre), inputs)
 
     def _preprocess(self, inputs: Sequence[Input], pre: Preprocessing) -> np.ndarray:
         """Every input -> one float32 [n, H, W, C] array; errors name the input index."""
