@@ -206,7 +206,7 @@ def _pick(info: ModelInfo, version: int | None, label: str | None) -> list[Versi
         return list(info.versions)
     found = [v for v in info.versions if v.version == version or (label and label in v.labels)]
     if not found:
-        raise VersionNotFound(info.name, version if label is None else label)
+        raise VersionNotFound(info.name, label if label is not None else str(version))
     return found
 
 

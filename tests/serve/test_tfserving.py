@@ -125,10 +125,8 @@ def test_get_model_status(channel: grpc.Channel) -> None:
     assert (status.version, status.state, status.status.error_code) == (1, State.AVAILABLE, 0)
 
 
-@pytest.fixture(scope="module")
-def versioned(tmp_path_factory: pytest.TempPathFactory, model_repository: Path):
+def versioned_server(root: Path, model_repository: Path) -> ServerThread:
     """gray versions 1 and 2 (a copy of 1) available, version 3 broken; policy "all"."""
-    root = tmp_path_factory.mktemp("versions")
     shutil.copytree(model_repository / "gray" / "1", root / "gray" / "1")
     shutil.copytree(root / "gray" / "1", root / "gray" / "2")
     shutil.copytree(root / "gray" / "1", root / "gray" / "3")
@@ -136,6 +134,12 @@ def versioned(tmp_path_factory: pytest.TempPathFactory, model_repository: Path):
     running = ServerThread(make_settings(root, version_policy="all")).start()
     with Client(running.target) as client:
         client.wait_ready(60)
+    return running
+
+
+@pytest.fixture(scope="module")
+def versioned(tmp_path_factory: pytest.TempPathFactory, model_repository: Path):
+    running = versioned_server(tmp_path_factory.mktemp("versions"), model_repository)
     yield running
     running.stop()
 
