@@ -1,0 +1,42 @@
+"""Every shipped version in trained/ scores on its full test split what its manifest records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from training.data import find_root, load_split
+
+from serve.loader import load
+from serve.repository import ModelVersion, scan
+from tests.conftest import REPO_ROOT, SHARED_DATASETS
+
+SHIPPED = [v for versions in scan(REPO_ROOT / "trained").values() for v in versions]
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+@pytest.mark.parametrize("version", SHIPPED, ids=lambda v: f"{v.name}-{v.version}")
+def test_recorded_test_accuracy_is_reproduced(version: ModelVersion):
+    archive = SHARED_DATASETS / f"{version.manifest.training.get('task_spec', version.name)}.tar.gz"
+    if not archive.exists():
+        pytest.skip(f"{archive} is absent")
+    test = load_split(find_root(archive) / "test", version.manifest.preprocessing)
+    assert test.classes == version.manifest.classes
+    classifier = load(version)
+    predicted = np.concatenate(
+        [
+            classifier.predict(test.images[start : start + 512]).argmax(axis=1)
+            for start in range(0, len(test.images), 512)
+        ]
+    )
+    accuracy = float(np.mean(predicted == test.labels))
+    recorded = version.manifest.test_accuracy
+    assert recorded is not None
+    assert abs(accuracy - recorded) <= 0.001, (accuracy, recorded)
+
+
+def test_shipped_repository_is_within_budget():
+    total = sum(f.stat().st_size for f in Path(REPO_ROOT / "trained").rglob("*") if f.is_file())
+    assert total <= 80 * 1024 * 1024
