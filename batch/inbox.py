@@ -66,19 +66,21 @@ class Inbox:
         self.exclude = tuple(p.resolve() for p in exclude)
         self.labels_file = labels_file or {}
         self._skipped: set[str] = set()
+        self._prefix = str(self.root) + os.sep
+        self._exclude = tuple(str(p) for p in self.exclude)
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
     def accepts(self, path: Path) -> bool:
         """Whether `path` (absolute, under the root) is an image this daemon should take."""
-        try:
-            parts = path.relative_to(self.root).parts
-        except ValueError:
+        text = str(path)
+        if not text.startswith(self._prefix):
             return False
-        if not parts or any(is_temporary(part) for part in parts):
+        parts = text[len(self._prefix) :].split(os.sep)
+        if any(is_temporary(part) for part in parts):
             return False
-        if any(path.is_relative_to(ex) for ex in self.exclude):
+        if any(text == ex or text.startswith(ex + os.sep) for ex in self._exclude):
             return False
         if (
             len(parts) > 1
@@ -86,13 +88,15 @@ class Inbox:
             and not (len(parts) == 2 and parts[0] in self.label_dirs)
         ):
             return False
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            rel = "/".join(parts)
-            if rel not in self._skipped:
-                self._skipped.add(rel)
-                log.info("ignoring %s: not an image file name", rel)
-            return False
-        return True
+        return self._is_image(path, "/".join(parts))
+
+    def _is_image(self, path: Path, rel: str) -> bool:
+        if os.path.splitext(rel)[1].lower() in IMAGE_SUFFIXES:
+            return True
+        if rel not in self._skipped:
+            self._skipped.add(rel)
+            log.info("ignoring %s: not an image file name", rel)
+        return False
 
     def true_label(self, path: Path) -> str | None:
         """The labels file's entry for the file, else its folder's name when that is a class."""
@@ -131,9 +135,14 @@ class Inbox:
             except OSError as exc:  # a folder removed while we looked
                 log.debug("cannot list %s: %s", folder, exc)
                 continue
+            prefix = "" if folder == self.root else folder.relative_to(self.root).as_posix() + "/"
             for name in names:
                 path = folder / name
-                if self.accepts(path):
+                if (
+                    not is_temporary(name)
+                    and str(path) not in self._exclude
+                    and self._is_image(path, prefix + name)
+                ):
                     yield path
 
 

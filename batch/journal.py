@@ -42,9 +42,9 @@ CREATE TABLE IF NOT EXISTS files (
     action TEXT NOT NULL,          -- move, copy, link or none, fixed when the file is seen
     true_label TEXT,
     seen_at REAL NOT NULL,         -- wall-clock time the file was taken into a batch
-    outcome TEXT,                  -- JSON of the classification (see batch.watch.Outcome)
+    outcome TEXT,                  -- JSON of the classification (batch.watch_work); NULL once final
     dest TEXT,                     -- planned destination (absolute), NULL when not placed
-    row TEXT,                      -- the exact report line(s) of this file
+    row TEXT,                      -- its exact report line; NULL once final
     report_offset INTEGER,         -- where that row starts in the report
     updated_at REAL NOT NULL
 );
@@ -137,12 +137,24 @@ class Journal:
         self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._durable = True
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
 
-    def _transaction(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+    def _durability(self, durable: bool) -> None:
+        """FULL: the commit is fsynced before it returns. NORMAL (WAL): it survives a killed
+        process, and the next FULL commit makes it durable too. Only commits that announce an
+        action on files (a move, a report append) have to be FULL."""
+        if durable != self._durable:
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
+
+    def _transaction(
+        self, sql: str, params: Iterable[Sequence[Any]], *, durable: bool = True
+    ) -> None:
+        self._durability(durable)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(sql, params)
@@ -160,6 +172,7 @@ class Journal:
         """Record a batch of new arrivals in one transaction; returns their entries."""
         now = time.time()
         entries = []
+        self._durability(False)  # nothing has been done to the files yet
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             for new in files:
@@ -237,11 +250,15 @@ class Journal:
             entry.state = PLACED
 
     def mark(self, entries: Sequence[Entry], state: str) -> None:
-        """Move entries to a state without other changes (reported, superseded)."""
+        """Move entries to a final state (reported, superseded), dropping what recovery needed.
+
+        Not fsynced: if a power cut loses it, recovery finds the row in the report again.
+        """
         now = time.time()
         self._transaction(
-            "UPDATE files SET state = ?, updated_at = ? WHERE id = ?",
+            "UPDATE files SET state = ?, outcome = NULL, row = NULL, updated_at = ? WHERE id = ?",
             [(state, now, e.id) for e in entries],
+            durable=False,
         )
         for entry in entries:
             entry.state = state

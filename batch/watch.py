@@ -26,7 +26,7 @@ from typing import IO
 
 from batch.backends import DEFAULT_REPOSITORY, Backend, open_backend
 from batch.inbox import EventSource, Inbox, Settler
-from batch.journal import Identity, Journal, NewFile
+from batch.journal import Entry, Identity, Journal, NewFile
 from batch.report import read_report
 from batch.runner import read_labels_file, summary_prefix
 from batch.summary import Tally, summary_paths, write_summary
@@ -60,7 +60,7 @@ class WatchSettings:
     report: Path | None = None  # default: OUT/labels.csv
     settle: float = 1.0
     batch_max: int = 64
-    batch_wait: float = 0.2
+    batch_wait: float = 0.1
     recursive: bool = False
     labels_file: Path | None = None
     top_k: int = 3
@@ -117,6 +117,7 @@ class WatchDaemon:
         self._summary_at = 0.0
         self._backoff = 0.0
         self._needs_recovery = True  # whatever a crash left is finished before anything new
+        self._pending: list[Entry] = []  # taken in, being read ahead while the last one ends
 
     def request_stop(self, *_: object) -> None:
         self.stop.set()
@@ -170,7 +171,7 @@ class WatchDaemon:
             self._loop(worker, inbox)
         return 0
 
-    def _attempt(self, work: Callable[[], None]) -> bool:
+    def _attempt(self, worker: Worker, work: Callable[[], None]) -> bool:
         """Run one unit of work; on failure log it and wait (backoff) before the next try."""
         try:
             work()
@@ -184,6 +185,8 @@ class WatchDaemon:
                 exc_info=first and not isinstance(exc, OSError | ServeError),
             )
             self._queue.clear()
+            self._pending = []
+            worker.drop_prefetched()
             self._needs_recovery = True
             self.stop.wait(self._backoff)
             return False
@@ -204,7 +207,7 @@ class WatchDaemon:
             )
             while not self.stop.is_set():
                 if self._needs_recovery:
-                    if self._attempt(lambda: self._recover(worker)):
+                    if self._attempt(worker, lambda: self._recover(worker)):
                         self._needs_recovery = False
                     next_scan = 0.0
                     continue
@@ -221,12 +224,14 @@ class WatchDaemon:
                     if path not in self._queue:
                         settler.note(path, closed=closed)
                 self._enqueue(worker, inbox, settler.ready())
-                if self._batch_due():
-                    self._attempt(lambda: self._run_batch(worker))
+                if self._batch_due() or self._pending:
+                    self._attempt(worker, lambda: self._step(worker, take=self._batch_due()))
                     continue
                 self._write_summary(worker)
                 self._wake.wait(self._timeout(len(settler), next_scan))
                 self._wake.clear()
+            if self._pending:  # stopping: the batch already taken in is finished, not dropped
+                self._attempt(worker, lambda: self._step(worker, take=False))
 
     def _timeout(self, pending: int, next_scan: float) -> float:
         wait = next_scan - time.monotonic()
@@ -252,19 +257,28 @@ class WatchDaemon:
         waited = time.monotonic() - self._queued_at
         return len(self._queue) >= self.settings.batch_max or waited >= self.settings.batch_wait
 
-    def _run_batch(self, worker: Worker) -> None:
+    def _step(self, worker: Worker, *, take: bool) -> None:
+        """Take a new batch in (its files start decoding) and finish the previous one."""
+        fresh: list[Entry] = []
+        if take:
+            batch = list(self._queue.values())[: self.settings.batch_max]
+            for new in batch:
+                del self._queue[new.source]
+            self._queued_at = time.monotonic()
+            fresh = worker.journal.add_seen(batch)
+            worker.prefetch(fresh)
+        current, self._pending = self._pending, fresh
+        if current:
+            self._finish(worker, current)
+
+    def _finish(self, worker: Worker, entries: list[Entry]) -> None:
         started = time.monotonic()
-        batch = list(self._queue.values())[: self.settings.batch_max]
-        for new in batch:
-            del self._queue[new.source]
-        self._queued_at = time.monotonic()
-        entries = worker.journal.add_seen(batch)
         reported = worker.advance(entries)
         self._summary_due |= any(e.true_label for e in reported)
         self._write_summary(worker)
         log.info(
             "batch of %d: %d reported in %.0f ms (model %s version %d)",
-            len(batch),
+            len(entries),
             len(reported),
             (time.monotonic() - started) * 1000,
             worker.backend.model,

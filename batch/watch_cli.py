@@ -92,7 +92,7 @@ def watch(
     batch_max: Annotated[int, typer.Option(min=1, help="Most files per micro-batch.")] = 64,
     batch_ms: Annotated[
         int, typer.Option(min=0, help="Longest wait for a micro-batch to fill.")
-    ] = 200,
+    ] = 100,
     recursive: Annotated[bool, typer.Option(help="Watch every sub-folder too.")] = False,
     labels: Annotated[
         Path | None, typer.Option(help="CSV of path,label: true labels for arriving files.")

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from batch.backends import open_backend
+from serve.preprocess import preprocess_bytes
 from tests.batch.watch_helpers import (
     FAST,
     Daemon,
@@ -157,12 +159,6 @@ def test_sigterm_mid_batch_exits_0_and_files_present_before_start_are_processed(
     args = ("--model", "gray", "--repository", model_repository, "--batch-max", "16", *FAST)
     with Daemon(inbox, out, *args, log=tmp_path / "log") as daemon:
         daemon.wait_ready()
-        # A second daemon on the same output folder would break exactly-once: refused.
-        second = subprocess.run(
-            [sys.executable, "-m", "batch.watch_cli", str(inbox), "--out", str(out), *args],
-            env=watch_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert second.returncode == 2 and "already" in second.stderr, second.stderr
         wait_rows(report, 1, daemon)
         started = time.monotonic()
         assert daemon.stop() == 0, daemon.log_text()
@@ -271,32 +267,37 @@ def test_copy_action_keeps_the_inbox_and_never_takes_a_file_twice(
     inbox.mkdir()
     rng = np.random.default_rng(6)
     originals = {}
-    for index in range(20):  # clearly dark, and ambiguous mid-grey images
-        pixels = np.full((28, 28), 128, np.uint8) + rng.integers(0, 6, (28, 28), dtype=np.uint8)
-        data = image_bytes("gray", "dark", rng) if index % 2 else _png(pixels)
-        originals[f"c{index:02d}.png"] = data
-        (inbox / f"c{index:02d}.png").write_bytes(data)
-    threshold = 0.9
+    for index in range(20):
+        label = GRAY_CLASSES[index % 2]
+        originals[f"c{index:02d}.png"] = image_bytes("gray", label, rng)
+        (inbox / f"c{index:02d}.png").write_bytes(originals[f"c{index:02d}.png"])
+    # A threshold between the confidences of this model on these files: both sides are used.
+    backend = open_backend("gray", repository=model_repository)
+    batch = np.stack([preprocess_bytes(data, backend.preprocessing) for data in originals.values()])
+    confidences = sorted(backend.classify(batch).max(axis=1))
+    backend.close()
+    threshold = float(confidences[9] + confidences[10]) / 2
     args = ("--model", "gray", "--repository", model_repository, "--action", "copy", *FAST)
     args = (*args, "--min-confidence", str(threshold))
     with Daemon(inbox, out, *args, log=tmp_path / "log") as daemon:
         daemon.wait_ready()
         wait_rows(report, 20, daemon)
-        time.sleep(2)  # rescans and settle periods pass: the journal knows every file
+        # A second daemon on the same output folder would break exactly-once: refused.
+        second = subprocess.run(
+            [sys.executable, "-m", "batch.watch_cli", str(inbox), "--out", str(out), *args],
+            env=watch_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode == 2 and "already" in second.stderr, second.stderr
+        time.sleep(1)  # rescans and settle periods pass: the journal knows every file
         assert daemon.stop() == 0
     rows = report_rows(report)
     assert sorted(row["path"] for row in rows) == sorted(originals)
+    assert 0 < sum(row["new_path"].startswith("_uncertain/") for row in rows) < len(rows)
     for row in rows:
         uncertain = float(row["confidence"]) < threshold
         assert row["new_path"].startswith("_uncertain/") == uncertain, row
         assert (out / row["new_path"]).read_bytes() == originals[row["path"]]
         assert (inbox / row["path"]).read_bytes() == originals[row["path"]]
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    from tests.images import encode
-
-    return encode(pixels)
 
 
 def _watch(*args: str | Path) -> subprocess.CompletedProcess[str]:

@@ -99,7 +99,7 @@ def wait_rows(report: Path, count: int, daemon: Daemon | None = None, timeout: f
             raise AssertionError(f"daemon died:\n{daemon.log_text()}")
         if time.monotonic() > deadline:
             raise AssertionError(f"{row_count(report)} of {count} rows after {timeout} s")
-        time.sleep(0.05)
+        time.sleep(0.01)
 
 
 def image_bytes(kind: str, label: str, rng: np.random.Generator) -> bytes:
