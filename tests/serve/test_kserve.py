@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,3 +158,25 @@ def test_stream_answers_each_request_in_order(stub) -> None:
     assert answers[1].error_message.startswith("NOT_FOUND")
     assert answers[2].error_message.startswith("INVALID_ARGUMENT: input 0")
     assert answers[3].infer_response.model_version == "1"
+
+
+def test_tritonclient_stream(client: triton.InferenceServerClient) -> None:
+    answers: list[tuple[object, object]] = []
+    done = threading.Event()
+
+    def callback(result: object, error: object) -> None:
+        answers.append((result, error))
+        if len(answers) == 3:
+            done.set()
+
+    client.start_stream(callback=callback)
+    try:
+        for request_id, model in (("1", "gray"), ("2", "nope"), ("3", "gray")):
+            client.async_stream_infer(model, [image_input([PNG])], request_id=request_id)
+        assert done.wait(30)
+    finally:
+        client.stop_stream()
+    (first, ok1), (_, failed), (third, ok3) = answers
+    assert ok1 is None and ok3 is None and failed is not None
+    assert "NOT_FOUND" in str(failed)
+    assert [r.get_response().id for r in (first, third)] == ["1", "3"]  # type: ignore[attr-defined]
