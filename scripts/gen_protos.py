@@ -40,6 +40,8 @@ def generate(target: Path) -> None:
         f"--python_out={target}",
         f"--grpc_python_out={target}",
         f"--mypy_out={target}",
+        # the venv's plugin, so `make protos` works without the venv on PATH
+        f"--plugin=protoc-gen-mypy={Path(sys.executable).parent / 'protoc-gen-mypy'}",
         *sources,
     ]
     if protoc.main(args) != 0:
