@@ -15,7 +15,10 @@ from serve.grpc import clf_pb2 as pb
 from serve.manifest import Preprocessing
 from serve.registry import ModelInfo, VersionInfo, VersionState
 
-_DTYPES = {pb.DATA_TYPE_UINT8: np.dtype("<u1"), pb.DATA_TYPE_FLOAT32: np.dtype("<f4")}
+_DTYPES: dict[int, np.dtype] = {
+    pb.DATA_TYPE_UINT8: np.dtype("<u1"),
+    pb.DATA_TYPE_FLOAT32: np.dtype("<f4"),
+}
 _STATES = {
     VersionState.LOADING: pb.VERSION_STATE_LOADING,
     VersionState.AVAILABLE: pb.VERSION_STATE_AVAILABLE,

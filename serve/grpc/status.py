@@ -57,6 +57,7 @@ async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> NoRetu
         message = str(exc) or code.name
     context.set_trailing_metadata(((ERROR_KEY, type(exc).__name__),))
     await context.abort(code, message)
+    raise AssertionError("unreachable: context.abort raises")
 
 
 def grpc_errors(
