@@ -37,7 +37,7 @@ from serve.repository import resolve
 
 log = logging.getLogger("clfbatch.watch")
 STATE_DIR = ".clfwatch"
-MAX_BACKOFF = 60.0
+MAX_BACKOFF = 30.0
 SUMMARY_INTERVAL = 1.0
 
 
@@ -293,6 +293,7 @@ class WatchDaemon:
         log.warning("recovering %d unfinished files from the journal", len(unfinished))
         for start in range(0, len(unfinished), self.settings.batch_max):
             worker.advance(unfinished[start : start + self.settings.batch_max])
+        log.info("recovered %d files", len(unfinished))
         self._summary_due = True
 
     def _write_summary(self, worker: Worker, *, force: bool = False) -> None:

@@ -137,3 +137,22 @@ def assert_exactly_once(
     expected = {out / row["new_path"] for row in rows}
     assert placed == expected, f"extra: {sorted(placed - expected)[:5]}"
     return rows
+
+
+def start_clfserve(repository: Path, workdir: Path, port: int = 0) -> tuple[subprocess.Popen, int]:
+    """`python -m serve` on 127.0.0.1 (port 0: a free one); returns the process and its port."""
+    port_file = workdir / f"port-{time.monotonic_ns()}"
+    command = [sys.executable, "-m", "serve", "--repository", str(repository)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--port-file", str(port_file)]
+    command += ["--metrics-port", "off", "--no-watch"]
+    process = subprocess.Popen(
+        command, env=watch_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if port_file.exists() and port_file.read_text().strip():
+            return process, int(port_file.read_text())
+        time.sleep(0.1)
+    process.kill()
+    process.wait()
+    raise AssertionError(f"clfserve did not start (exit code {process.returncode})")
