@@ -165,6 +165,10 @@ class DataPlane:
         with self.registry.acquire(name, version, label) as handle:
             return handle.version, handle.manifest
 
+    def reject(self, model: str, exc: BaseException, version: int | None = None) -> None:
+        """Count a classification a protocol refused before calling `classify`, as it would."""
+        self._observe(ClassifyRequest(model, ()), version, error_code(exc), time.perf_counter())
+
     async def classify(
         self, request: ClassifyRequest, timeout: float | None = None
     ) -> ClassifyResult:

@@ -89,8 +89,13 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, timeout: float | None
     ) -> pb.ModelInferResponse:
         version, label = convert.version_choice(request.model_version)
-        _, manifest = self._plane.describe(request.model_name, version, label)
-        domain, reply = convert.classify_request_from_infer(request, manifest.signature)
+        number: int | None = None
+        try:  # refused before the data plane: counted all the same
+            number, manifest = self._plane.describe(request.model_name, version, label)
+            domain, reply = convert.classify_request_from_infer(request, manifest.signature)
+        except ServeError as exc:
+            self._plane.reject(request.model_name, exc, number)
+            raise
         result = await self._plane.classify(domain, timeout=timeout)
         return convert.infer_response(result, reply, manifest.signature, request.id)
 

@@ -29,7 +29,7 @@ from tensorflow_serving.apis import (
 )
 
 from serve.dataplane import DataPlane
-from serve.errors import InvalidInput, VersionNotFound
+from serve.errors import InvalidInput, ServeError, VersionNotFound
 from serve.grpc import tfserving_convert as convert
 from serve.grpc.status import grpc_errors
 
@@ -56,8 +56,13 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         spec = request.model_spec
         version, label = convert.version_choice(spec)
         with _labels_are_arguments(label):
-            _, manifest = self._plane.describe(spec.name, version, label)
-            domain = convert.classify_request_from_predict(request, manifest.signature)
+            number: int | None = None
+            try:  # refused before the data plane: counted all the same
+                number, manifest = self._plane.describe(spec.name, version, label)
+                domain = convert.classify_request_from_predict(request, manifest.signature)
+            except ServeError as exc:
+                self._plane.reject(spec.name, exc, number)
+                raise
             result = await self._plane.classify(domain, timeout=context.time_remaining())
         return convert.predict_response(result, manifest.signature)
 

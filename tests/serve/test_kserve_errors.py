@@ -17,7 +17,7 @@ from serve.client import Client
 from tests.images import encode, gray_pixels
 from tests.serve.conftest import ServerThread, make_settings
 from tests.serve.test_tfserving import versioned_server
-from tests.serve.test_tfserving_errors import SlowClassifier
+from tests.serve.test_tfserving_errors import SlowClassifier, counter
 
 PNG = encode(gray_pixels("dark", np.random.default_rng(13)))
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
@@ -123,7 +123,9 @@ BAD = [
 
 @pytest.fixture(scope="module")
 def strict_server(model_repository: Path) -> Iterator[ServerThread]:
-    settings = make_settings(model_repository, max_images=8, max_pixels=10_000, max_message_mb=0.5)
+    settings = make_settings(
+        model_repository, max_images=8, max_pixels=10_000, max_message_mb=0.5, metrics_port=0
+    )
     server = ServerThread(settings).start()
     with Client(server.target) as client:
         client.wait_ready(60)
@@ -143,6 +145,24 @@ def test_bad_request_gets_its_status_then_server_answers(
         assert caught.value.code() == code, details
         assert text in details and "Traceback" not in details
         assert stub.ModelInfer(VALID, timeout=30).model_version == "1"
+
+
+def test_requests_are_counted_like_native_ones(strict_server: ServerThread) -> None:
+    def requests(code: str, model: str = "gray", version: str = "1") -> float:
+        return counter(
+            strict_server, "clfserve_requests_total", code=code, model=model, version=version
+        )
+
+    before = [requests("OK"), requests("INVALID_ARGUMENT"), requests("NOT_FOUND", "<unknown>", "")]
+    with grpc.insecure_channel(strict_server.target) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        stub.ModelInfer(VALID, timeout=30)
+        cases = {case[0]: case[1] for case in BAD}
+        for bad in ("unknown model", "wrong input name", "undecodable image"):
+            with pytest.raises(grpc.RpcError):
+                stub.ModelInfer(cases[bad], timeout=30)
+    after = [requests("OK"), requests("INVALID_ARGUMENT"), requests("NOT_FOUND", "<unknown>", "")]
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 2, 1]
 
 
 def test_tritonclient_sees_the_status(strict_server: ServerThread) -> None:

@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -190,19 +191,38 @@ def test_bad_request_gets_tf_serving_status_then_server_answers(
     assert answer.model_spec.version.value == 1
 
 
+def counter(server: ServerThread, name: str, **labels: str) -> float:
+    """The current value of one Prometheus sample of `server` (0 if absent)."""
+    assert server.app is not None and server.app.metrics_port
+    url = f"http://127.0.0.1:{server.app.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
 def test_requests_are_counted_like_native_ones(strict_server: ServerThread) -> None:
+    def requests(code: str, model: str = "rgb", version: str = "1") -> float:
+        return counter(
+            strict_server, "clfserve_requests_total", code=code, model=model, version=version
+        )
+
+    before = [requests("OK"), requests("INVALID_ARGUMENT"), requests("NOT_FOUND", "<unknown>", "")]
     with grpc.insecure_channel(strict_server.target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         for _ in range(3):
             stub.Predict(predict(("images", [PNG, PNG]), model="rgb"), timeout=30)
-        with pytest.raises(grpc.RpcError):
-            stub.Predict(predict(("images", [b"junk"]), model="rgb"), timeout=30)
-    assert strict_server.app is not None
-    url = f"http://127.0.0.1:{strict_server.app.metrics_port}/metrics"
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    assert 'clfserve_requests_total{code="OK",model="rgb",version="1"} 3.0' in text
-    assert 'clfserve_requests_total{code="INVALID_ARGUMENT",model="rgb",version="1"} 1.0' in text
-    assert 'clfserve_images_total{model="rgb",version="1"} 6.0' in text
+        for bad in (
+            predict(("images", [b"junk"]), model="rgb"),  # refused by the data plane
+            predict(("pixels", [PNG]), model="rgb"),  # refused before it
+            predict(("images", [PNG]), model="nope"),
+        ):
+            with pytest.raises(grpc.RpcError):
+                stub.Predict(bad, timeout=30)
+    after = [requests("OK"), requests("INVALID_ARGUMENT"), requests("NOT_FOUND", "<unknown>", "")]
+    assert [b - a for a, b in zip(before, after, strict=True)] == [3, 2, 1]
 
 
 @pytest.mark.slow
