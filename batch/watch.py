@@ -12,101 +12,34 @@ retried with backoff while the files wait in the inbox.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
-from batch.backends import DEFAULT_REPOSITORY, Backend, open_backend
+from batch.backends import Backend, open_backend
 from batch.inbox import EventSource, Inbox, Settler
 from batch.journal import Entry, Identity, Journal, NewFile
 from batch.report import read_report
 from batch.runner import read_labels_file, summary_prefix
 from batch.summary import Tally, summary_paths, write_summary
 from batch.watch_report import AppendReport, ReportMismatch
+from batch.watch_settings import WatchError, WatchSettings, check_folders, hold_lock
 from batch.watch_work import Worker
 from serve.errors import InvalidInput, ManifestError, ModelNotFound, ServeError, VersionNotFound
 from serve.repository import resolve
 
 log = logging.getLogger("clfbatch.watch")
-STATE_DIR = ".clfwatch"
 MAX_BACKOFF = 30.0
 SUMMARY_INTERVAL = 1.0
 
 
-class WatchError(Exception):
-    """A problem at start the user must fix (exit code 2)."""
-
-
-@dataclass(frozen=True)
-class WatchSettings:
-    """Every option of `clfbatch watch`; times in seconds."""
-
-    inbox: Path
-    out: Path
-    model: str
-    version: int | None = None
-    repository: Path = DEFAULT_REPOSITORY
-    server: str | None = None
-    action: str = "move"
-    min_confidence: float = 0.0
-    report: Path | None = None  # default: OUT/labels.csv
-    settle: float = 1.0
-    batch_max: int = 64
-    batch_wait: float = 0.1
-    recursive: bool = False
-    labels_file: Path | None = None
-    top_k: int = 3
-    rescan: float = 2.0
-    reload: float = 5.0  # how often to look for a newer model version
-    journal: Path | None = None  # default: OUT/.clfwatch/journal.sqlite
-
-    @property
-    def report_path(self) -> Path:
-        return self.report or self.out / "labels.csv"
-
-    @property
-    def journal_path(self) -> Path:
-        return self.journal or self.out / STATE_DIR / "journal.sqlite"
-
-
-def _lock(out: Path) -> IO[str]:
-    """One daemon per output folder: a second one would break exactly-once."""
-    handle = open(out / STATE_DIR / "lock", "a")  # noqa: SIM115 (held for the daemon's life)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise WatchError(f"another clfbatch watch is already writing to {out}") from None
-    return handle
-
-
-def check_folders(settings: WatchSettings) -> None:
-    """A missing inbox or an unwritable output folder stops the daemon before it starts."""
-    inbox = settings.inbox
-    if not inbox.is_dir():
-        raise WatchError(
-            f"inbox {inbox} {'is not a folder' if inbox.exists() else 'does not exist'}"
-        )
-    try:
-        (settings.out / STATE_DIR).mkdir(parents=True, exist_ok=True)
-        probe = settings.out / STATE_DIR / f"probe-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise WatchError(
-            f"output folder {settings.out} is not writable: {exc.strerror or exc}"
-        ) from None
-
-
 class WatchDaemon:
+    """The daemon: `run()` blocks until `request_stop()` (SIGTERM/SIGINT) and returns 0."""
+
     def __init__(self, settings: WatchSettings) -> None:
         self.settings = settings
         self.stop = threading.Event()
@@ -132,11 +65,17 @@ class WatchDaemon:
         s = self.settings
         check_folders(s)
         with ExitStack() as stack:
-            stack.callback(_lock(s.out).close)
+            stack.callback(hold_lock(s.out).close)
             labels_file = read_labels_file(s.labels_file) if s.labels_file else None
             backend = open_backend(
                 s.model, version=s.version, repository=s.repository, server=s.server
             )
+            if unknown := sorted(set((labels_file or {}).values()) - set(backend.labels)):
+                log.warning(
+                    "%s names classes the model does not have: %s (left out of the metrics)",
+                    s.labels_file,
+                    ", ".join(unknown),
+                )
             stack.callback(lambda: worker.backend.close() if worker else backend.close())
             worker: Worker | None = None
             journal = Journal(s.journal_path)

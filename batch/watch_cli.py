@@ -22,7 +22,8 @@ import typer
 
 from batch.backends import DEFAULT_REPOSITORY
 from batch.runner import BatchError
-from batch.watch import WatchDaemon, WatchError, WatchSettings
+from batch.watch import WatchDaemon
+from batch.watch_settings import WatchError, WatchSettings
 from serve.errors import ModelNotFound, ServeError, VersionNotFound
 
 EXIT_USAGE, EXIT_SERVER = 2, 3
