@@ -55,14 +55,15 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     ) -> predict_pb2.PredictResponse:
         spec = request.model_spec
         version, label = convert.version_choice(spec)
-        with _labels_are_arguments(label):
-            number: int | None = None
-            try:  # refused before the data plane: counted all the same
+        number: int | None = None
+        try:  # refused before the data plane: counted all the same
+            with _labels_are_arguments(label):
                 number, manifest = self._plane.describe(spec.name, version, label)
-                domain = convert.classify_request_from_predict(request, manifest.signature)
-            except ServeError as exc:
-                self._plane.reject(spec.name, exc, number)
-                raise
+            domain = convert.classify_request_from_predict(request, manifest.signature)
+        except ServeError as exc:
+            self._plane.reject(spec.name, exc, number)
+            raise
+        with _labels_are_arguments(label):
             result = await self._plane.classify(domain, timeout=context.time_remaining())
         return convert.predict_response(result, manifest.signature)
 
