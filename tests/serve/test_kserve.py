@@ -17,6 +17,7 @@ from serve.preprocess import preprocess_bytes
 from serve.repository import resolve
 from tests.images import GRAY_CLASSES, RGB_CLASSES, encode, gray_pixels, rgb_pixels
 from tests.serve.conftest import ServerThread, make_settings
+from tests.serve.test_tfserving import gated_loader, wait_for
 
 CASES = [("gray", gray_pixels, GRAY_CLASSES), ("rgb", rgb_pixels, RGB_CLASSES)]
 PNG = encode(gray_pixels("dark", np.random.default_rng(4)))
@@ -180,3 +181,17 @@ def test_tritonclient_stream(client: triton.InferenceServerClient) -> None:
     assert ok1 is None and ok3 is None and failed is not None
     assert "NOT_FOUND" in str(failed)
     assert [r.get_response().id for r in (first, third)] == ["1", "3"]  # type: ignore[attr-defined]
+
+
+def test_readiness_while_loading(model_repository: Path, start_server) -> None:
+    gate = threading.Event()
+    server = start_server(model_repository, loader=gated_loader(gate))
+    client = triton.InferenceServerClient(server.target)
+    try:
+        wait_for(lambda: client.is_server_live())
+        assert not client.is_server_ready() and not client.is_model_ready("gray")
+        gate.set()
+        wait_for(lambda: client.is_server_ready())
+        assert client.is_model_ready("gray") and client.is_model_ready("rgb")
+    finally:
+        client.close()

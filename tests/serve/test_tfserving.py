@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +22,9 @@ from tensorflow_serving.apis import (
 )
 
 from serve.client import Client
+from serve.loader import load
 from serve.preprocess import preprocess_bytes
-from serve.repository import resolve
+from serve.repository import ModelVersion, resolve
 from tests.images import GRAY_CLASSES, RGB_CLASSES, encode, gray_pixels, rgb_pixels
 from tests.serve.conftest import ServerThread, make_settings
 
@@ -170,3 +173,43 @@ def test_version_and_label_selection_and_states(versioned: ServerThread) -> None
     assert states == {3: (State.END, 2), 2: (State.AVAILABLE, 0), 1: (State.AVAILABLE, 0)}
     broken = next(s for s in status.model_version_status if s.version == 3)
     assert broken.status.error_message
+
+
+def gated_loader(gate: threading.Event):
+    """A loader that holds every version in LOADING until `gate` is set."""
+
+    def load_when_open(version: ModelVersion):
+        assert gate.wait(60), "the test never opened the gate"
+        return load(version)
+
+    return load_when_open
+
+
+def wait_for(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.05)
+
+
+def test_status_is_loading_then_available(model_repository: Path, start_server) -> None:
+    gate = threading.Event()
+    server = start_server(model_repository, loader=gated_loader(gate))
+    message = get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "gray"})
+    with grpc.insecure_channel(server.target) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+
+        def states() -> list[tuple[int, int]]:
+            try:
+                answer = stub.GetModelStatus(message, timeout=5)
+            except grpc.RpcError:  # not yet discovered
+                return []
+            return [(s.version, s.state) for s in answer.model_version_status]
+
+        wait_for(lambda: states() == [(1, State.LOADING)])
+        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            predict.Predict(request("gray", tf.make_tensor_proto([PNG])), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        gate.set()
+        wait_for(lambda: states() == [(1, State.AVAILABLE)])
