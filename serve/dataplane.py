@@ -30,8 +30,8 @@ from serve.registry import Loader, ModelInfo, ModelRegistry
 from serve.settings import Settings
 
 log = logging.getLogger(__name__)
-# A lone small image is decoded on the event loop (a thread hop costs more than the decode);
-# anything more goes to the decode threads, so a big request never stalls the other RPCs.
+# A lone small image on an idle version is decoded on the event loop (a thread hop costs more
+# than the decode); anything else goes to the decode threads, so the loop stays free for RPCs.
 _INLINE_BYTES = 16 * 1024
 _ERROR_CODES = {  # canonical status names for metrics; serve/grpc/status.py maps to gRPC
     "ModelNotFound": "NOT_FOUND",
@@ -179,9 +179,13 @@ class DataPlane:
             self._check(request)
             with self.registry.acquire(request.model, request.version, request.label) as handle:
                 version = handle.version
-                with handle.batcher.arriving():
-                    inputs = await self._prepare(request.inputs, handle.manifest.preprocessing)
-                probs = await asyncio.wait_for(handle.batcher.predict(inputs), timeout)
+                batcher = handle.batcher
+                with batcher.arriving():
+                    inputs = await self._prepare(
+                        request.inputs, handle.manifest.preprocessing, busy=batcher.queue_depth > 0
+                    )
+                async with asyncio.timeout(timeout):
+                    probs = await batcher.predict(inputs)
                 labels = handle.manifest.classes
         except BaseException as exc:
             code = error_code(exc)
@@ -218,9 +222,9 @@ class DataPlane:
         if request.top_k < 0:
             raise InvalidInput(f"top_k must be >= 0, not {request.top_k}")
 
-    async def _prepare(self, inputs: Sequence[Input], pre: Preprocessing) -> np.ndarray:
+    async def _prepare(self, inputs: Sequence[Input], pre: Preprocessing, busy: bool) -> np.ndarray:
         size = sum(len(i.data) if isinstance(i, ImageInput) else i.array.nbytes for i in inputs)
-        if len(inputs) == 1 and size <= _INLINE_BYTES:
+        if not busy and len(inputs) == 1 and size <= _INLINE_BYTES:
             return self._preprocess(inputs, pre)
         return await self._decoders.run(lambda items: self._preprocess(items, pre), inputs)
 
