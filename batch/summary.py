@@ -124,6 +124,6 @@ def write_summary(
     _atomic_write(text_path, lambda p: p.write_text(summary_text(metrics), encoding="utf-8"))
     _atomic_write(json_path, lambda p: p.write_text(json.dumps(document, indent=2) + "\n"))
     _atomic_write(csv_path, lambda p: p.write_text(confusion_csv(metrics), encoding="utf-8"))
-    title = f"confusion matrix — accuracy {metrics.accuracy:.3f} ({metrics.total} images)"
+    title = f"confusion matrix\naccuracy {metrics.accuracy:.3f} on {metrics.total} images"
     _atomic_write(png_path, lambda p: plot_confusion(metrics.labels, metrics.confusion, p, title))
     return [text_path, json_path, csv_path, png_path]
