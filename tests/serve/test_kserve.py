@@ -150,6 +150,15 @@ def test_contents_in_contents_out_and_binary_override(stub, server, model_reposi
     )
 
 
+def test_uint8_pixels_in_raw_input_contents(client, server) -> None:
+    pixels = np.stack([gray_pixels(label, np.random.default_rng(2)) for label in GRAY_CLASSES])
+    expected = native(server, "gray", list(pixels))
+    tensor = triton.InferInput("images", list(pixels.shape), "UINT8")
+    tensor.set_data_from_numpy(pixels)
+    result = client.infer("gray", [tensor])
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected, atol=1e-5)
+
+
 def test_stream_answers_each_request_in_order(stub) -> None:
     good = contents_request("gray", "BYTES", [1], bytes_contents=[PNG])
     missing = contents_request("nope", "BYTES", [1], bytes_contents=[PNG])
