@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -95,17 +96,18 @@ def tfdata_rows(backend: LocalBackend, folder: Path, batch_size: int) -> Iterato
         yield len(backend.classify(batch.numpy()))
 
 
-def tutorial_loop(version_path: Path, files: list[Path], size: tuple[int, int]) -> float:
+def tutorial_loop(version_path: Path, files: list[Path], shape: tuple[int, int, int]) -> float:
     """images/s of the tutorials' way: Pillow open, numpy, /255, `model.predict` per image."""
     import keras
     from PIL import Image
 
     model = keras.Sequential([keras.layers.TFSMLayer(str(version_path), "serving_default")])
-    model.predict(np.zeros((1, *size, 3), np.float32), verbose=0)  # tracing is not timed
+    model.predict(np.zeros((1, *shape), np.float32), verbose=0)  # tracing is not timed
+    mode = "L" if shape[2] == 1 else "RGB"
     started = time.perf_counter()
     for path in files:
-        image = Image.open(path).convert("RGB").resize((size[1], size[0]))
-        x = np.asarray(image, dtype=np.float32)[np.newaxis] / 255.0
+        image = Image.open(path).convert(mode).resize((shape[1], shape[0]))
+        x = np.asarray(image, dtype=np.float32).reshape(1, *shape) / 255.0
         model.predict(x, verbose=0)
     return rate(len(files), time.perf_counter() - started)
 
@@ -164,6 +166,13 @@ def main() -> None:
             return sum(1 for _ in classify_files(backend, items, workers=args.workers))
 
         pool = timed("  rows only (thread pool, no report)", rows_only)
+
+        def decode_only() -> int:
+            with ThreadPoolExecutor(args.workers or min(4, os.cpu_count() or 1)) as readers:
+                pre = backend.preprocessing
+                return sum(1 for _ in readers.map(lambda p: read_image(p, pre), files))
+
+        timed("  read + preprocess only (no model)", decode_only)
         if not args.no_tfdata:
             size = 128
             timed(
@@ -171,7 +180,7 @@ def main() -> None:
                 lambda: sum(tfdata_rows(backend, folder, size)),
             )
         sample = random.Random(1).sample(files, min(args.tutorial_files, len(files)))
-        tutorial = tutorial_loop(version.path, sample, version.manifest.preprocessing.size)
+        tutorial = tutorial_loop(version.path, sample, version.manifest.input_shape)
         print(
             f"  {'tutorial loop (Pillow + model.predict each)':<44} {tutorial:>9,.0f} images/s"
             f"  ({len(sample)} images)",
