@@ -160,11 +160,13 @@ class Journal:
             self._db.executemany(sql, params)
 
     def known(self, source: Path, identity: Identity) -> bool:
-        """Whether this version of this file was already taken in (in any state)."""
+        """Whether this version of this file was already taken in and is still ours to finish
+        or to leave alone. A moved file that comes back (someone put it in the inbox again to
+        have it re-processed) is a new arrival, even with the same inode and mtime."""
         found = self._db.execute(
             "SELECT 1 FROM files WHERE source = ? AND size = ? AND mtime_ns = ? AND inode = ? "
-            "AND state != ? LIMIT 1",
-            (str(source), *identity, SUPERSEDED),
+            "AND state != ? AND NOT (action = 'move' AND state = ?) LIMIT 1",
+            (str(source), *identity, SUPERSEDED, REPORTED),
         ).fetchone()
         return found is not None
 

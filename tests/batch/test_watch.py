@@ -231,37 +231,8 @@ def test_labelled_arrivals_running_metrics_equal_clfbatch_report(
 
 
 @pytest.mark.slow
-def test_new_model_version_is_picked_up_between_batches(
+def test_copy_action_never_takes_a_file_twice_and_new_versions_are_picked_up(
     repository_copy: Path, tmp_path: Path
-) -> None:
-    inbox, out, report = tmp_path / "inbox", tmp_path / "out", tmp_path / "out" / "labels.csv"
-    inbox.mkdir()
-    rng = np.random.default_rng(5)
-    args = ("--model", "gray", "--repository", repository_copy, "--reload-s", "0.2", *FAST)
-    with Daemon(inbox, out, *args, log=tmp_path / "log") as daemon:
-        daemon.wait_ready()
-        for index in range(5):
-            (inbox / f"before{index}.png").write_bytes(image_bytes("gray", "dark", rng))
-        wait_rows(report, 5, daemon)
-        staging = repository_copy / "gray" / ".tmp-copy"
-        shutil.copytree(repository_copy / "gray" / "1", staging)
-        staging.rename(repository_copy / "gray" / "2")  # complete, atomically
-        deadline = time.monotonic() + 60
-        while "version 2" not in daemon.log_text():
-            assert time.monotonic() < deadline, daemon.log_text()
-            time.sleep(0.1)
-        for index in range(5):
-            (inbox / f"after{index}.png").write_bytes(image_bytes("gray", "dark", rng))
-        wait_rows(report, 10, daemon)
-        assert daemon.stop() == 0
-    versions = {row["path"]: row["version"] for row in report_rows(report)}
-    assert {versions[f"before{i}.png"] for i in range(5)} == {"1"}
-    assert {versions[f"after{i}.png"] for i in range(5)} == {"2"}
-
-
-@pytest.mark.slow
-def test_copy_action_keeps_the_inbox_and_never_takes_a_file_twice(
-    model_repository: Path, tmp_path: Path
 ) -> None:
     inbox, out, report = tmp_path / "inbox", tmp_path / "out", tmp_path / "out" / "labels.csv"
     inbox.mkdir()
@@ -272,13 +243,13 @@ def test_copy_action_keeps_the_inbox_and_never_takes_a_file_twice(
         originals[f"c{index:02d}.png"] = image_bytes("gray", label, rng)
         (inbox / f"c{index:02d}.png").write_bytes(originals[f"c{index:02d}.png"])
     # A threshold between the confidences of this model on these files: both sides are used.
-    backend = open_backend("gray", repository=model_repository)
+    backend = open_backend("gray", repository=repository_copy)
     batch = np.stack([preprocess_bytes(data, backend.preprocessing) for data in originals.values()])
     confidences = sorted(backend.classify(batch).max(axis=1))
     backend.close()
     threshold = float(confidences[9] + confidences[10]) / 2
-    args = ("--model", "gray", "--repository", model_repository, "--action", "copy", *FAST)
-    args = (*args, "--min-confidence", str(threshold))
+    args = ("--model", "gray", "--repository", repository_copy, "--action", "copy", *FAST)
+    args = (*args, "--min-confidence", str(threshold), "--reload-s", "0.2")
     with Daemon(inbox, out, *args, log=tmp_path / "log") as daemon:
         daemon.wait_ready()
         wait_rows(report, 20, daemon)
@@ -289,9 +260,24 @@ def test_copy_action_keeps_the_inbox_and_never_takes_a_file_twice(
         )  # fmt: skip
         assert second.returncode == 2 and "already" in second.stderr, second.stderr
         time.sleep(1)  # rescans and settle periods pass: the journal knows every file
+        assert row_count(report) == 20
+        # A new version appears in the repository (complete, atomically): used from then on.
+        staging = repository_copy / "gray" / ".tmp-copy"
+        shutil.copytree(repository_copy / "gray" / "1", staging)
+        staging.rename(repository_copy / "gray" / "2")
+        deadline = time.monotonic() + 60
+        while "now using model gray version 2" not in daemon.log_text():
+            assert time.monotonic() < deadline, daemon.log_text()
+            time.sleep(0.1)
+        for index in range(4):
+            originals[f"v2_{index}.png"] = image_bytes("gray", "light", rng)
+            (inbox / f"v2_{index}.png").write_bytes(originals[f"v2_{index}.png"])
+        wait_rows(report, 24, daemon)
         assert daemon.stop() == 0
     rows = report_rows(report)
     assert sorted(row["path"] for row in rows) == sorted(originals)
+    for row in rows:
+        assert row["version"] == ("2" if row["path"].startswith("v2_") else "1"), row
     assert 0 < sum(row["new_path"].startswith("_uncertain/") for row in rows) < len(rows)
     for row in rows:
         uncertain = float(row["confidence"]) < threshold
