@@ -150,15 +150,22 @@ class Inbox:
 class _Pending:
     identity: Identity
     changed_at: float  # monotonic time the identity was last seen to change
-    closed: Identity | None = None  # the identity when a close-after-write was seen
 
 
 class Settler:
-    """Decides when a noticed file is complete. Not thread-safe: the main loop owns it."""
+    """Decides when a noticed file is complete. Not thread-safe: the main loop owns it.
+
+    A file counts as complete when the writer closed it (close-after-write) or its mtime is
+    already older than the settle time when it is noticed (it was there before the daemon
+    started, or its events were lost); otherwise when its size and mtime held still for the
+    settle time. The reader checks the identity again after reading, so a file that changes
+    after this decision is caught there.
+    """
 
     def __init__(self, settle: float) -> None:
         self.settle = settle
         self._pending: dict[Path, _Pending] = {}
+        self._ready: dict[Path, Identity] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -169,40 +176,36 @@ class Settler:
             stat = path.stat()
         except OSError:
             self._pending.pop(path, None)
+            self._ready.pop(path, None)
             return
         identity = identity_of(stat)
+        old = (time.time_ns() - stat.st_mtime_ns) / 1e9 >= self.settle
+        if closed or old:
+            self._pending.pop(path, None)
+            self._ready[path] = identity
+            return
+        self._ready.pop(path, None)
         pending = self._pending.get(path)
         if pending is None or pending.identity != identity:
-            pending = _Pending(identity, time.monotonic())
-            self._pending[path] = pending
-        if closed:
-            pending.closed = identity
-
-    def forget(self, path: Path) -> None:
-        self._pending.pop(path, None)
+            self._pending[path] = _Pending(identity, time.monotonic())
 
     def ready(self) -> list[tuple[Path, Identity]]:
-        """Files whose size and mtime held still for the settle time, or that were closed.
-
-        A file met for the first time with an mtime older than the settle time (it was there
-        before the daemon started, or its events were lost) counts as settled at once.
-        """
-        now_mono, now_wall = time.monotonic(), time.time_ns()
-        ready = []
+        """Files that are complete by the rules above; each is returned once."""
+        ready, self._ready = list(self._ready.items()), {}
+        now = time.monotonic()
         for path, pending in list(self._pending.items()):
+            if now - pending.changed_at < self.settle:
+                continue
             try:
                 identity = identity_of(path.stat())
             except OSError:
                 del self._pending[path]
                 continue
             if identity != pending.identity:
-                self._pending[path] = _Pending(identity, now_mono)
+                self._pending[path] = _Pending(identity, now)
                 continue
-            quiet = now_mono - pending.changed_at >= self.settle
-            old = (now_wall - identity[1]) / 1e9 >= self.settle
-            if quiet or old or pending.closed == identity:
-                ready.append((path, identity))
-                del self._pending[path]
+            ready.append((path, identity))
+            del self._pending[path]
         return ready
 
 

@@ -79,11 +79,12 @@ def _publish_copy(src: Path, dest: Path, tmp: Path) -> None:
     tmp.unlink()
 
 
-def place(src: Path, dest: Path, action: str, *, tmp_name: str) -> None:
+def place(src: Path, dest: Path, action: str, *, tmp_name: str, make_dir: bool = True) -> None:
     """Carry out `action` from `src` to `dest`. Raises Collision if `dest` exists."""
     if action == "none":
         return
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if make_dir:
+        dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / tmp_name
     if action == "copy":
         _publish_copy(src, dest, tmp)

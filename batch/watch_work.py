@@ -78,6 +78,8 @@ class Worker:
         self.counts: Counter[str] = Counter()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="clfwatch-read")
         self._reads: dict[int, Future[np.ndarray | str | None]] = {}
+        self._fresh: set[int] = set()  # classified by this process, not yet placed
+        self._folders: set[Path] = set()  # destination folders known to exist
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -89,9 +91,11 @@ class Worker:
                 self._reads[entry.id] = self._pool.submit(self._read, entry)
 
     def drop_prefetched(self) -> None:
+        """After a failure: forget what was read ahead; recovery starts from the journal."""
         for future in self._reads.values():
             future.cancel()
         self._reads.clear()
+        self._fresh.clear()
 
     def advance(self, entries: Sequence[Entry]) -> list[Entry]:
         """Carry every entry to its final state; returns the ones reported.
@@ -155,6 +159,7 @@ class Worker:
             entry.dest = self._plan(entry, folder, reserved)
             if entry.dest is not None:
                 reserved.add(entry.dest)
+                self._fresh.add(entry.id)
         if changed:
             self.journal.mark(changed, SUPERSEDED)
         self.journal.mark_classified([e for e in entries if e.state == SEEN])
@@ -196,7 +201,28 @@ class Worker:
             self.journal.mark(superseded, SUPERSEDED)
         self._plan_rows([e for e in entries if e.state == CLASSIFIED])
 
+    def _place_fresh(self, entry: Entry) -> bool:
+        """Just classified by this process: place it without the recovery checks (`link`
+        refuses an existing name by itself). False: take the careful path."""
+        if entry.id not in self._fresh or entry.dest is None:
+            return False
+        self._fresh.discard(entry.id)
+        folder = entry.dest.parent
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
+        try:
+            place_file(
+                entry.source, entry.dest, entry.action, tmp_name=_tmp_name(entry), make_dir=False
+            )
+        except (Collision, FileNotFoundError):
+            self._folders.discard(folder)
+            return False
+        return True
+
     def _place_one(self, entry: Entry) -> State:
+        if self._place_fresh(entry):
+            return State.DONE
         while True:
             state = check(entry.source, entry.identity, entry.dest, entry.action, _tmp_name(entry))
             if state is State.VANISHED and entry.dest is not None:
