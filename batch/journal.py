@@ -278,8 +278,3 @@ class Journal:
             "SELECT dest FROM files WHERE state NOT IN (?, ?) AND dest IS NOT NULL", FINAL_STATES
         ).fetchall()
         return {Path(dest) for (dest,) in rows}
-
-    def counts(self) -> dict[str, int]:
-        """How many entries are in each state."""
-        rows = self._db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall()
-        return dict(rows)

@@ -28,7 +28,7 @@ from batch.runner import read_labels_file, summary_prefix
 from batch.summary import Tally, summary_paths, write_summary
 from batch.watch_report import AppendReport, ReportMismatch
 from batch.watch_settings import WatchError, WatchSettings, check_folders, hold_lock
-from batch.watch_work import Worker
+from batch.watch_work import Worker, describe
 from serve.errors import InvalidInput, ManifestError, ModelNotFound, ServeError, VersionNotFound
 from serve.repository import resolve
 
@@ -216,9 +216,9 @@ class WatchDaemon:
         self._summary_due |= any(e.true_label for e in reported)
         self._write_summary(worker)
         log.info(
-            "batch of %d: %d reported in %.0f ms (model %s version %d)",
+            "batch of %d: %s in %.0f ms (model %s version %d)",
             len(entries),
-            len(reported),
+            describe(reported),
             (time.monotonic() - started) * 1000,
             worker.backend.model,
             worker.backend.version,

@@ -48,6 +48,15 @@ def outcome_row(entry: Entry) -> ReportRow:
     return ReportRow(**data)
 
 
+def describe(entries: Sequence[Entry]) -> str:
+    """`"60 filed, 3 uncertain, 1 rejected"` for a batch's log line."""
+    folders = Counter((e.outcome or {}).get("folder") for e in entries)
+    uncertain, rejected = folders.pop(UNCERTAIN, 0), folders.pop(REJECTED, 0)
+    vanished = folders.pop(None, 0)
+    text = f"{sum(folders.values())} filed, {uncertain} uncertain, {rejected} rejected"
+    return text + (f", {vanished} vanished" if vanished else "")
+
+
 def _outcome(row: ReportRow, folder: str | None) -> dict[str, Any]:
     fields = {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}  # asdict is slow
     return {**fields, "folder": folder}
@@ -75,7 +84,6 @@ class Worker:
         self.out = out
         self.min_confidence = min_confidence
         self.top_k = top_k
-        self.counts: Counter[str] = Counter()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="clfwatch-read")
         self._reads: dict[int, Future[np.ndarray | str | None]] = {}
         self._fresh: set[int] = set()  # classified by this process, not yet placed
@@ -284,9 +292,4 @@ class Worker:
             self.report.append("".join(e.row or "" for e in missing))
         self.journal.mark(entries, REPORTED)
         for entry in entries:
-            row = outcome_row(entry)
-            self.tally.add(row)
-            folder = (entry.outcome or {}).get("folder")
-            self.counts[
-                "rejected" if row.error else "uncertain" if folder == UNCERTAIN else "ok"
-            ] += 1
+            self.tally.add(outcome_row(entry))
