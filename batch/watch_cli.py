@@ -64,7 +64,6 @@ def setup_logging(log_json: bool) -> None:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    logging.getLogger("clfbatch.watch").error("%s", message)
     print(f"clfbatch watch: {message}", file=sys.stderr, flush=True)
     return typer.Exit(code)
 
