@@ -28,7 +28,6 @@ SEEN, CLASSIFIED, PLACED, REPORTED, SUPERSEDED = (
     "reported",
     "superseded",
 )
-FINAL_STATES = (REPORTED, SUPERSEDED)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -50,8 +49,10 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_source ON files(source);
 CREATE INDEX IF NOT EXISTS files_open ON files(state) WHERE state NOT IN ('reported', 'superseded');
+-- (queries repeat that condition literally, so that SQLite can use the partial index)
 """
 
+_OPEN = "state NOT IN ('reported', 'superseded')"
 Identity = tuple[int, int, int]  # size, mtime_ns, inode: a file's version at one path
 
 
@@ -159,57 +160,66 @@ class Journal:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(sql, params)
 
-    def known(self, source: Path, identity: Identity) -> bool:
-        """Whether this version of this file was already taken in and is still ours to finish
-        or to leave alone. A moved file that comes back (someone put it in the inbox again to
-        have it re-processed) is a new arrival, even with the same inode and mtime."""
-        found = self._db.execute(
-            "SELECT 1 FROM files WHERE source = ? AND size = ? AND mtime_ns = ? AND inode = ? "
-            "AND state != ? AND NOT (action = 'move' AND state = ?) LIMIT 1",
-            (str(source), *identity, SUPERSEDED, REPORTED),
-        ).fetchone()
-        return found is not None
+    def known(self, files: Sequence[tuple[Path, Identity]]) -> set[Path]:
+        """Which of these file versions were already taken in and are still ours to finish or
+        to leave alone. A moved file that comes back (someone put it in the inbox again to have
+        it re-processed) is a new arrival, even with the same inode and mtime."""
+        wanted = {str(path): identity for path, identity in files}
+        found: set[Path] = set()
+        names = list(wanted)
+        for start in range(0, len(names), 500):
+            chunk = names[start : start + 500]
+            rows = self._db.execute(
+                "SELECT source, size, mtime_ns, inode FROM files WHERE source IN "
+                f"({', '.join('?' * len(chunk))}) AND state != 'superseded' "
+                "AND NOT (action = 'move' AND state = 'reported')",
+                chunk,
+            ).fetchall()
+            found.update(Path(src) for src, *identity in rows if tuple(identity) == wanted[src])
+        return found
 
     def add_seen(self, files: Sequence[NewFile]) -> list[Entry]:
         """Record a batch of new arrivals in one transaction; returns their entries."""
         now = time.time()
-        entries = []
         self._durability(False)  # nothing has been done to the files yet
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            for new in files:
-                cursor = self._db.execute(
-                    "INSERT INTO files (source, rel, size, mtime_ns, inode, state, action, "
-                    "true_label, seen_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (last,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM files").fetchone()
+            entries = [
+                Entry(
+                    last + i,
+                    new.source,
+                    new.rel,
+                    new.identity,
+                    SEEN,
+                    new.action,
+                    new.true_label,
+                    now,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+                for i, new in enumerate(files, start=1)
+            ]
+            self._db.executemany(
+                "INSERT INTO files (id, source, rel, size, mtime_ns, inode, state, action, "
+                "true_label, seen_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
                     (
-                        str(new.source),
-                        new.rel,
-                        *new.identity,
+                        e.id,
+                        str(e.source),
+                        e.rel,
+                        *e.identity,
                         SEEN,
-                        new.action,
-                        new.true_label,
+                        e.action,
+                        e.true_label,
                         now,
                         now,
-                    ),
-                )
-                ident = cursor.lastrowid
-                assert ident is not None
-                entries.append(
-                    Entry(
-                        ident,
-                        new.source,
-                        new.rel,
-                        new.identity,
-                        SEEN,
-                        new.action,
-                        new.true_label,
-                        now,
-                        None,
-                        None,
-                        None,
-                        None,
                     )
-                )
+                    for e in entries
+                ],
+            )
         return entries
 
     def mark_classified(self, entries: Sequence[Entry]) -> None:
@@ -268,13 +278,13 @@ class Journal:
     def unfinished(self) -> list[Entry]:
         """Entries a crash or an error left between `seen` and `reported`, oldest first."""
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM files WHERE state NOT IN (?, ?) ORDER BY id", FINAL_STATES
+            f"SELECT {_COLUMNS} FROM files WHERE {_OPEN} ORDER BY id"
         ).fetchall()
         return [_entry(row) for row in rows]
 
     def reserved_destinations(self) -> set[Path]:
         """Destinations planned by unfinished entries (a new plan must not take them)."""
         rows = self._db.execute(
-            "SELECT dest FROM files WHERE state NOT IN (?, ?) AND dest IS NOT NULL", FINAL_STATES
+            f"SELECT dest FROM files WHERE {_OPEN} AND dest IS NOT NULL"
         ).fetchall()
         return {Path(dest) for (dest,) in rows}

@@ -18,7 +18,7 @@ import errno
 import filecmp
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from pathlib import Path
 
@@ -41,12 +41,20 @@ class State(Enum):
     CHANGED = "changed"  # the source was rewritten after it was classified: take it again
 
 
-def free_name(folder: Path, name: str, reserved: Iterable[Path] = ()) -> Path:
-    """`folder/name`, or `stem-1.ext`, `stem-2.ext`, ... : the first that does not exist."""
+def free_name(
+    folder: Path,
+    name: str,
+    reserved: Iterable[Path] = (),
+    exists: Callable[[Path], bool] = os.path.lexists,
+) -> Path:
+    """`folder/name`, or `stem-1.ext`, `stem-2.ext`, ... : the first that does not exist.
+
+    `exists` may answer from a cached listing: `link` still refuses a name taken since.
+    """
     taken = set(reserved)
     stem, suffix = Path(name).stem, Path(name).suffix
     candidate, number = folder / name, 0
-    while candidate in taken or os.path.lexists(candidate):
+    while candidate in taken or exists(candidate):
         number += 1
         candidate = folder / f"{stem}-{number}{suffix}"
     return candidate

@@ -12,6 +12,7 @@ retried with backoff while the files wait in the inbox.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
 import threading
@@ -181,8 +182,11 @@ class WatchDaemon:
         return max(0.005, wait)
 
     def _enqueue(self, worker: Worker, inbox: Inbox, ready: list[tuple[Path, Identity]]) -> None:
+        if not ready:
+            return
+        known = worker.journal.known(ready)
         for path, identity in ready:
-            if worker.journal.known(path, identity):
+            if path in known:
                 continue
             if not self._queue:
                 self._queued_at = time.monotonic()
@@ -200,7 +204,7 @@ class WatchDaemon:
         """Take a new batch in (its files start decoding) and finish the previous one."""
         fresh: list[Entry] = []
         if take:
-            batch = list(self._queue.values())[: self.settings.batch_max]
+            batch = list(itertools.islice(self._queue.values(), self.settings.batch_max))
             for new in batch:
                 del self._queue[new.source]
             self._queued_at = time.monotonic()

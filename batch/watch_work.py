@@ -88,6 +88,7 @@ class Worker:
         self._reads: dict[int, Future[np.ndarray | str | None]] = {}
         self._fresh: set[int] = set()  # classified by this process, not yet placed
         self._folders: set[Path] = set()  # destination folders known to exist
+        self._listings: dict[Path, set[str]] = {}  # names in destination folders
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -184,7 +185,18 @@ class Worker:
     def _plan(self, entry: Entry, folder: str | None, reserved: set[Path]) -> Path | None:
         if folder is None or entry.action == "none":
             return None
-        return free_name(self.out / folder, entry.source.name, reserved)
+        return free_name(self.out / folder, entry.source.name, reserved, self._listed)
+
+    def _listed(self, path: Path) -> bool:
+        """Whether `path` exists, from one listing of its folder per process (see free_name)."""
+        names = self._listings.get(path.parent)
+        if names is None:
+            try:
+                names = set(os.listdir(path.parent))
+            except FileNotFoundError:
+                names = set()
+            self._listings[path.parent] = names
+        return path.name in names
 
     # -- place ------------------------------------------------------------------------------
 
@@ -225,7 +237,10 @@ class Worker:
             )
         except (Collision, FileNotFoundError):
             self._folders.discard(folder)
+            self._listings.pop(folder, None)
             return False
+        if folder in self._listings:
+            self._listings[folder].add(entry.dest.name)
         return True
 
     def _place_one(self, entry: Entry) -> State:
