@@ -24,6 +24,7 @@ from pathlib import Path
 from batch.backends import Backend, open_backend
 from batch.inbox import EventSource, Inbox, Settler
 from batch.journal import Entry, Identity, Journal, NewFile
+from batch.pipeline import preferred_batch_size
 from batch.report import read_report
 from batch.runner import read_labels_file, summary_prefix
 from batch.summary import Tally, summary_paths, write_summary
@@ -51,6 +52,7 @@ class WatchDaemon:
         self._summary_at = 0.0
         self._backoff = 0.0
         self._needs_recovery = True  # whatever a crash left is finished before anything new
+        self._batch_max = settings.batch_max or 64
         self._pending: list[Entry] = []  # taken in, being read ahead while the last one ends
 
     def request_stop(self, *_: object) -> None:
@@ -71,6 +73,7 @@ class WatchDaemon:
             backend = open_backend(
                 s.model, version=s.version, repository=s.repository, server=s.server
             )
+            self._batch_max = s.batch_max or preferred_batch_size(backend.preprocessing)
             if unknown := sorted(set((labels_file or {}).values()) - set(backend.labels)):
                 log.warning(
                     "%s names classes the model does not have: %s (left out of the metrics)",
@@ -198,13 +201,13 @@ class WatchDaemon:
         if not self._queue:
             return False
         waited = time.monotonic() - self._queued_at
-        return len(self._queue) >= self.settings.batch_max or waited >= self.settings.batch_wait
+        return len(self._queue) >= self._batch_max or waited >= self.settings.batch_wait
 
     def _step(self, worker: Worker, *, take: bool) -> None:
         """Take a new batch in (its files start decoding) and finish the previous one."""
         fresh: list[Entry] = []
         if take:
-            batch = list(itertools.islice(self._queue.values(), self.settings.batch_max))
+            batch = list(itertools.islice(self._queue.values(), self._batch_max))
             for new in batch:
                 del self._queue[new.source]
             self._queued_at = time.monotonic()
@@ -234,8 +237,8 @@ class WatchDaemon:
         if not unfinished:
             return
         log.warning("recovering %d unfinished files from the journal", len(unfinished))
-        for start in range(0, len(unfinished), self.settings.batch_max):
-            worker.advance(unfinished[start : start + self.settings.batch_max])
+        for start in range(0, len(unfinished), self._batch_max):
+            worker.advance(unfinished[start : start + self._batch_max])
         log.info("recovered %d files", len(unfinished))
         self._summary_due = True
 

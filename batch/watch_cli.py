@@ -89,7 +89,10 @@ def watch(
     settle_ms: Annotated[
         int, typer.Option(min=0, help="A file must keep its size and mtime this long.")
     ] = 1000,
-    batch_max: Annotated[int, typer.Option(min=1, help="Most files per micro-batch.")] = 64,
+    batch_max: Annotated[
+        int | None,
+        typer.Option(min=1, help="Most files per micro-batch (default: as clfbatch run's)."),
+    ] = None,
     batch_ms: Annotated[
         int, typer.Option(min=0, help="Longest wait for a micro-batch to fill.")
     ] = 100,

@@ -36,7 +36,7 @@ class WatchSettings:
     min_confidence: float = 0.0
     report: Path | None = None  # default: OUT/labels.csv
     settle: float = 1.0
-    batch_max: int = 64
+    batch_max: int | None = None  # default: the model's preferred batch (as clfbatch run)
     batch_wait: float = 0.1
     recursive: bool = False
     labels_file: Path | None = None

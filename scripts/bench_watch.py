@@ -178,12 +178,13 @@ def main() -> None:
         count = int(args.seconds * args.rate)
         begin = time.monotonic()
         for index in range(count):
-            time.sleep(max(0.0, begin + index / args.rate - time.monotonic()))
+            while time.monotonic() < begin + index / args.rate:  # watch rows while waiting
+                tail.poll()
+                time.sleep(0.002)
             name = f"steady_{index:05d}_{files[index % len(files)][0]}"
             with (inbox / name).open("wb") as handle:
                 handle.write(files[index % len(files)][1])
             closed[name] = time.time()
-            tail.poll()
         tail.wait(len(files) + count, timeout=120)
         daemon.stop()
         latencies = [(tail.seen[name] - at) * 1000 for name, at in closed.items()]
