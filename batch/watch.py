@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from batch.backends import Backend, open_backend
 from batch.inbox import EventSource, Inbox, Settler
 from batch.journal import Entry, Identity, Journal, NewFile
 from batch.pipeline import preferred_batch_size
-from batch.report import read_report
+from batch.report import ReportRow, read_report
 from batch.runner import read_labels_file, summary_prefix
 from batch.summary import Tally, summary_paths, write_summary
 from batch.watch_report import AppendReport, ReportMismatch
@@ -53,7 +54,10 @@ class WatchDaemon:
         self._backoff = 0.0
         self._needs_recovery = True  # whatever a crash left is finished before anything new
         self._batch_max = settings.batch_max or 64
-        self._pending: list[Entry] = []  # taken in, being read ahead while the last one ends
+        self._pending: list[Entry] = []
+        self._predicted: Future[list[ReportRow | None]] | None = (
+            None  # taken in, being read ahead while the last one ends
+        )
 
     def request_stop(self, *_: object) -> None:
         self.stop.set()
@@ -128,7 +132,7 @@ class WatchDaemon:
                 exc_info=first and not isinstance(exc, OSError | ServeError),
             )
             self._queue.clear()
-            self._pending = []
+            self._pending, self._predicted = [], None
             worker.drop_prefetched()
             self._needs_recovery = True
             self.stop.wait(self._backoff)
@@ -155,7 +159,7 @@ class WatchDaemon:
                     next_scan = 0.0
                     continue
                 now = time.monotonic()
-                if now >= next_reload and not self._queue:
+                if now >= next_reload and not self._queue and not self._pending:
                     self._maybe_reload(worker)
                     next_reload = now + s.reload
                 if now >= next_scan:
@@ -204,7 +208,8 @@ class WatchDaemon:
         return len(self._queue) >= self._batch_max or waited >= self.settings.batch_wait
 
     def _step(self, worker: Worker, *, take: bool) -> None:
-        """Take a new batch in (its files start decoding) and finish the previous one."""
+        """Take a new batch in (it is read, decoded and classified in the background) and
+        finish the previous one (record, place, report) meanwhile."""
         fresh: list[Entry] = []
         if take:
             batch = list(itertools.islice(self._queue.values(), self._batch_max))
@@ -212,14 +217,17 @@ class WatchDaemon:
                 del self._queue[new.source]
             self._queued_at = time.monotonic()
             fresh = worker.journal.add_seen(batch)
-            worker.prefetch(fresh)
         current, self._pending = self._pending, fresh
+        previous, self._predicted = self._predicted, worker.predict_ahead(fresh) if fresh else None
         if current:
-            self._finish(worker, current)
+            assert previous is not None
+            self._finish(worker, current, previous.result())
 
-    def _finish(self, worker: Worker, entries: list[Entry]) -> None:
+    def _finish(
+        self, worker: Worker, entries: list[Entry], predicted: list[ReportRow | None]
+    ) -> None:
         started = time.monotonic()
-        reported = worker.advance(entries)
+        reported = worker.advance(entries, predicted)
         self._summary_due |= any(e.true_label for e in reported)
         self._write_summary(worker)
         log.info(

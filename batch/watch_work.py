@@ -12,7 +12,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -85,12 +85,15 @@ class Worker:
         self.min_confidence = min_confidence
         self.top_k = top_k
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="clfwatch-read")
+        self._model = ThreadPoolExecutor(1, thread_name_prefix="clfwatch-model")
+        self._ahead: Future[list[ReportRow | None]] | None = None
         self._reads: dict[int, Future[np.ndarray | str | None]] = {}
         self._fresh: set[int] = set()  # classified by this process, not yet placed
         self._folders: set[Path] = set()  # destination folders known to exist
         self._listings: dict[Path, set[str]] = {}  # names in destination folders
 
     def close(self) -> None:
+        self._model.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def prefetch(self, entries: Sequence[Entry]) -> None:
@@ -101,18 +104,24 @@ class Worker:
 
     def drop_prefetched(self) -> None:
         """After a failure: forget what was read ahead; recovery starts from the journal."""
+        if self._ahead is not None:
+            wait([self._ahead])  # it may still be taking reads out of the table
+            self._ahead = None
         for future in self._reads.values():
             future.cancel()
         self._reads.clear()
         self._fresh.clear()
 
-    def advance(self, entries: Sequence[Entry]) -> list[Entry]:
-        """Carry every entry to its final state; returns the ones reported.
+    def advance(
+        self, entries: Sequence[Entry], predicted: list[ReportRow | None] | None = None
+    ) -> list[Entry]:
+        """Carry every entry to its final state; returns the ones reported. `predicted`: the
+        rows `predict` made for them (the ones in state seen), if it already ran.
 
-        The three steps are public so that tests can stop between them, as a crash would.
+        The steps are public so that tests can stop between them, as a crash would.
         """
         if seen := [e for e in entries if e.state == SEEN]:
-            self.classify(seen)
+            self.record(seen, predicted if predicted is not None else self.predict(seen))
         if classified := [e for e in entries if e.state == CLASSIFIED]:
             self.place(classified)
         placed = [e for e in entries if e.state == PLACED]
@@ -140,9 +149,13 @@ class Worker:
             return str(exc)
 
     def classify(self, entries: list[Entry]) -> None:
+        self.record(entries, self.predict(entries))
+
+    def predict(self, entries: list[Entry]) -> list[ReportRow | None]:
+        """Each file's row (None: it changed since it was seen). Touches no journal, so it may
+        run in the model thread while the main thread finishes the previous batch."""
         self.prefetch(entries)
         results = [self._reads.pop(e.id).result() for e in entries]
-        changed = [e for e, r in zip(entries, results, strict=True) if r is None]
         good = [(e, r) for e, r in zip(entries, results, strict=True) if isinstance(r, np.ndarray)]
         rows: dict[int, ReportRow] = {}
         if good:
@@ -152,17 +165,35 @@ class Worker:
                 good, rows_for(self.backend, items, probs, self.top_k), strict=True
             ):
                 rows[entry.id] = row
-        reserved = self.journal.reserved_destinations()
-        for entry, result in zip(entries, results, strict=True):
-            if result is None:
-                continue
-            row = rows.get(entry.id) or ReportRow(
+        return [
+            None
+            if result is None
+            else rows.get(entry.id)
+            or ReportRow(
                 path=entry.rel,
                 model=self.backend.model,
                 version=self.backend.version,
                 true_label=entry.true_label,
                 error=str(result),
             )
+            for entry, result in zip(entries, results, strict=True)
+        ]
+
+    def predict_ahead(self, entries: list[Entry]) -> Future[list[ReportRow | None]]:
+        """`predict` in the model thread: reading, decoding and the model call of this batch
+        overlap the placing and reporting of the previous one."""
+        self.prefetch(entries)
+        self._ahead = self._model.submit(self.predict, entries)
+        return self._ahead
+
+    def record(self, entries: list[Entry], rows: list[ReportRow | None]) -> None:
+        """Plan each file's destination and commit the outcomes (before anything moves)."""
+        reserved = self.journal.reserved_destinations()
+        changed = []
+        for entry, row in zip(entries, rows, strict=True):
+            if row is None:
+                changed.append(entry)
+                continue
             folder = self._folder(row)
             entry.outcome = _outcome(row, folder)
             entry.dest = self._plan(entry, folder, reserved)
