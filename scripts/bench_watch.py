@@ -138,9 +138,13 @@ def main() -> None:
     parser.add_argument("--repository", type=Path, default=ROOT / "trained")
     parser.add_argument("--daemon-args", default="", help="extra options for clfbatch watch")
     args = parser.parse_args()
+    from serve.errors import ServeError
     from serve.repository import resolve
 
-    version = resolve(args.repository, args.model)
+    try:
+        version = resolve(args.repository, args.model)
+    except ServeError as exc:
+        sys.exit(f"bench-watch: {exc} (in {args.repository}; pass --model / --repository)")
     files = dataset_files(args.archive, args.limit, version.manifest.input_shape)
     source = args.archive.name if args.archive.is_file() else "synthetic images"
     print(
