@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from types import TracebackType
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -91,11 +92,18 @@ class Inbox:
         return self._is_image(path, "/".join(parts))
 
     def _is_image(self, path: Path, rel: str) -> bool:
-        if os.path.splitext(rel)[1].lower() in IMAGE_SUFFIXES:
-            return True
+        if os.path.splitext(rel)[1].lower() not in IMAGE_SUFFIXES:
+            return self._skip(rel, "not an image file name")
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8: the journal and report need text
+            return self._skip(rel.encode("utf-8", "replace").decode(), "not a UTF-8 file name")
+        return True
+
+    def _skip(self, rel: str, why: str) -> bool:
         if rel not in self._skipped:
             self._skipped.add(rel)
-            log.info("ignoring %s: not an image file name", rel)
+            log.warning("leaving %s in the inbox: %s", rel, why)
         return False
 
     def true_label(self, path: Path) -> str | None:
@@ -173,8 +181,10 @@ class Settler:
     def note(self, path: Path, *, closed: bool = False) -> None:
         """Something happened to `path` (an event, or the rescan found it)."""
         try:
-            stat = path.stat()
+            stat = path.lstat()
         except OSError:
+            stat = None
+        if stat is None or not S_ISREG(stat.st_mode):  # gone, or a link, FIFO, device ...
             self._pending.pop(path, None)
             self._ready.pop(path, None)
             return
@@ -197,7 +207,7 @@ class Settler:
             if now - pending.changed_at < self.settle:
                 continue
             try:
-                identity = identity_of(path.stat())
+                identity = identity_of(path.lstat())
             except OSError:
                 del self._pending[path]
                 continue

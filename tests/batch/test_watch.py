@@ -4,6 +4,7 @@ moments, SIGTERM mid-batch, labelled arrivals, new model versions, start-up erro
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -62,6 +63,10 @@ def test_bursts_slow_writers_and_corrupt_files_each_end_up_exactly_once(
         daemon.wait_ready()
         (inbox / ".hidden.png").write_bytes(b"never read")
         (inbox / "upload.png.part").write_bytes(b"still arriving")
+        os.mkfifo(inbox / "pipe.png")  # reading it would block forever
+        (inbox / "link.png").symlink_to(tmp_path / "log")
+        with open(os.path.join(os.fsencode(inbox), b"latin1-\xe9.png"), "wb") as handle:
+            handle.write(image_bytes("gray", "dark", rng))  # a name that is not UTF-8
         slow = []
         for burst in range(5):
             for index in range(96):
@@ -97,6 +102,8 @@ def test_bursts_slow_writers_and_corrupt_files_each_end_up_exactly_once(
             assert row["predicted"] in GRAY_CLASSES and row["new_path"].startswith(row["predicted"])
     assert (inbox / ".hidden.png").read_bytes() == b"never read"
     assert (inbox / "upload.png.part").read_bytes() == b"still arriving"
+    assert (inbox / "pipe.png").exists() and (inbox / "link.png").is_symlink()
+    assert os.path.exists(os.path.join(os.fsencode(inbox), b"latin1-\xe9.png"))
     assert _unfinished(out) == 0
 
 
