@@ -71,7 +71,8 @@ class Inbox:
         self._exclude = tuple(str(p) for p in self.exclude)
 
     def relative(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
+        """`path` (under the root) relative to it, with `/` (string work: this runs per file)."""
+        return str(path)[len(self._prefix) :].replace(os.sep, "/")
 
     def accepts(self, path: Path) -> bool:
         """Whether `path` (absolute, under the root) is an image this daemon should take."""
@@ -113,8 +114,8 @@ class Inbox:
             return self.labels_file[rel]
         if path.name in self.labels_file:
             return self.labels_file[path.name]
-        parent = path.parent.name if path.parent != self.root else None
-        return parent if parent in self.label_dirs else None
+        folders = rel.split("/")[:-1]
+        return folders[-1] if folders and folders[-1] in self.label_dirs else None
 
     def _walk_dirs(self) -> Iterator[Path]:
         yield self.root

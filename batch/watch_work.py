@@ -303,7 +303,8 @@ class Worker:
         self.journal.mark_placed(entries)
 
     def _render(self, entry: Entry, stamp: str) -> str:
-        new_path = entry.dest.relative_to(self.out).as_posix() if entry.dest else ""
+        out = str(self.out) + os.sep
+        new_path = str(entry.dest).removeprefix(out).replace(os.sep, "/") if entry.dest else ""
         return render(
             outcome_row(entry),
             time=stamp,
