@@ -26,9 +26,10 @@ from batch.backends import Backend, open_backend
 from batch.inbox import EventSource, Inbox, Settler
 from batch.journal import Entry, Identity, Journal, NewFile
 from batch.pipeline import preferred_batch_size
-from batch.report import ReportRow, read_report
+from batch.report import read_report
 from batch.runner import read_labels_file, summary_prefix
 from batch.summary import Tally, summary_paths, write_summary
+from batch.watch_predict import Rows
 from batch.watch_report import AppendReport, ReportMismatch
 from batch.watch_settings import WatchError, WatchSettings, check_folders, hold_lock
 from batch.watch_work import Worker, describe
@@ -54,10 +55,8 @@ class WatchDaemon:
         self._backoff = 0.0
         self._needs_recovery = True  # whatever a crash left is finished before anything new
         self._batch_max = settings.batch_max or 64
-        self._pending: list[Entry] = []
-        self._predicted: Future[list[ReportRow | None]] | None = (
-            None  # taken in, being read ahead while the last one ends
-        )
+        self._pending: list[Entry] = []  # taken in; being predicted while the last one ends
+        self._predicted: Future[Rows] | None = None
 
     def request_stop(self, *_: object) -> None:
         self.stop.set()
@@ -223,9 +222,7 @@ class WatchDaemon:
             assert previous is not None
             self._finish(worker, current, previous.result())
 
-    def _finish(
-        self, worker: Worker, entries: list[Entry], predicted: list[ReportRow | None]
-    ) -> None:
+    def _finish(self, worker: Worker, entries: list[Entry], predicted: Rows) -> None:
         started = time.monotonic()
         reported = worker.advance(entries, predicted)
         self._summary_due |= any(e.true_label for e in reported)

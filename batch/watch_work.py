@@ -12,27 +12,22 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from batch.backends import Backend
 from batch.journal import CLASSIFIED, PLACED, REPORTED, SEEN, SUPERSEDED, Entry, Journal
-from batch.pipeline import ImageFile, rows_for
 from batch.placement import Collision, State, check, free_name, fsync_dir
 from batch.placement import place as place_file
 from batch.report import ReportRow
 from batch.summary import Tally
+from batch.watch_predict import VANISHED_ERROR, Predictor, Rows
 from batch.watch_report import AppendReport, render
-from serve.errors import ServeError
-from serve.preprocess import preprocess_bytes
 
 log = logging.getLogger(__name__)
 UNCERTAIN, REJECTED = "_uncertain", "_rejected"
-VANISHED_ERROR = "file vanished from the inbox before it was placed"
 
 
 def _tmp_name(entry: Entry) -> str:
@@ -63,7 +58,8 @@ def _outcome(row: ReportRow, folder: str | None) -> dict[str, Any]:
 
 
 class Worker:
-    """Owns the backend, the journal, the report and the running tally for the main loop."""
+    """Owns the journal, the report, the running tally and the predictor (with the backend);
+    used by the main loop only."""
 
     def __init__(
         self,
@@ -77,51 +73,41 @@ class Worker:
         top_k: int,
         threads: int = 2,
     ) -> None:
-        self.backend = backend
         self.journal = journal
         self.report = report
         self.tally = tally
         self.out = out
         self.min_confidence = min_confidence
         self.top_k = top_k
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="clfwatch-read")
-        self._model = ThreadPoolExecutor(1, thread_name_prefix="clfwatch-model")
-        self._ahead: Future[list[ReportRow | None]] | None = None
-        self._reads: dict[int, Future[np.ndarray | str | None]] = {}
+        self.predictor = Predictor(backend, top_k=top_k, threads=threads)
         self._fresh: set[int] = set()  # classified by this process, not yet placed
         self._folders: set[Path] = set()  # destination folders known to exist
         self._listings: dict[Path, set[str]] = {}  # names in destination folders
 
-    def close(self) -> None:
-        self._model.shutdown(wait=True, cancel_futures=True)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    @property
+    def backend(self) -> Backend:
+        return self.predictor.backend
 
-    def prefetch(self, entries: Sequence[Entry]) -> None:
-        """Start reading and decoding these files (while the previous batch is finished)."""
-        for entry in entries:
-            if entry.id not in self._reads:
-                self._reads[entry.id] = self._pool.submit(self._read, entry)
+    @backend.setter
+    def backend(self, backend: Backend) -> None:
+        self.predictor.backend = backend
+
+    def close(self) -> None:
+        self.predictor.close()
 
     def drop_prefetched(self) -> None:
         """After a failure: forget what was read ahead; recovery starts from the journal."""
-        if self._ahead is not None:
-            wait([self._ahead])  # it may still be taking reads out of the table
-            self._ahead = None
-        for future in self._reads.values():
-            future.cancel()
-        self._reads.clear()
+        self.predictor.drop()
         self._fresh.clear()
 
-    def advance(
-        self, entries: Sequence[Entry], predicted: list[ReportRow | None] | None = None
-    ) -> list[Entry]:
+    def advance(self, entries: Sequence[Entry], predicted: Rows | None = None) -> list[Entry]:
         """Carry every entry to its final state; returns the ones reported. `predicted`: the
         rows `predict` made for them (the ones in state seen), if it already ran.
 
         The steps are public so that tests can stop between them, as a crash would.
         """
         if seen := [e for e in entries if e.state == SEEN]:
-            self.record(seen, predicted if predicted is not None else self.predict(seen))
+            self.record(seen, predicted if predicted is not None else self.predictor.predict(seen))
         if classified := [e for e in entries if e.state == CLASSIFIED]:
             self.place(classified)
         placed = [e for e in entries if e.state == PLACED]
@@ -131,62 +117,14 @@ class Worker:
 
     # -- classify ---------------------------------------------------------------------------
 
-    def _read(self, entry: Entry) -> np.ndarray | str | None:
-        """The model input, an error text, or None if the file changed since it was seen."""
-        try:
-            with open(entry.source, "rb") as handle:
-                data = handle.read()
-                stat = os.fstat(handle.fileno())
-        except FileNotFoundError:
-            return VANISHED_ERROR
-        except OSError as exc:
-            return f"cannot read file: {exc.strerror or exc}"
-        if (stat.st_size, stat.st_mtime_ns, stat.st_ino) != entry.identity:
-            return None
-        try:
-            return preprocess_bytes(data, self.backend.preprocessing)
-        except ServeError as exc:
-            return str(exc)
-
     def classify(self, entries: list[Entry]) -> None:
-        self.record(entries, self.predict(entries))
+        self.record(entries, self.predictor.predict(entries))
 
-    def predict(self, entries: list[Entry]) -> list[ReportRow | None]:
-        """Each file's row (None: it changed since it was seen). Touches no journal, so it may
-        run in the model thread while the main thread finishes the previous batch."""
-        self.prefetch(entries)
-        results = [self._reads.pop(e.id).result() for e in entries]
-        good = [(e, r) for e, r in zip(entries, results, strict=True) if isinstance(r, np.ndarray)]
-        rows: dict[int, ReportRow] = {}
-        if good:
-            probs = self.backend.classify(np.stack([r for _, r in good]))
-            items = [ImageFile(e.source, e.rel, e.true_label) for e, _ in good]
-            for (entry, _), row in zip(
-                good, rows_for(self.backend, items, probs, self.top_k), strict=True
-            ):
-                rows[entry.id] = row
-        return [
-            None
-            if result is None
-            else rows.get(entry.id)
-            or ReportRow(
-                path=entry.rel,
-                model=self.backend.model,
-                version=self.backend.version,
-                true_label=entry.true_label,
-                error=str(result),
-            )
-            for entry, result in zip(entries, results, strict=True)
-        ]
+    def predict_ahead(self, entries: list[Entry]) -> Future[Rows]:
+        """Read, decode and classify this batch while the previous one is finished."""
+        return self.predictor.predict_ahead(entries)
 
-    def predict_ahead(self, entries: list[Entry]) -> Future[list[ReportRow | None]]:
-        """`predict` in the model thread: reading, decoding and the model call of this batch
-        overlap the placing and reporting of the previous one."""
-        self.prefetch(entries)
-        self._ahead = self._model.submit(self.predict, entries)
-        return self._ahead
-
-    def record(self, entries: list[Entry], rows: list[ReportRow | None]) -> None:
+    def record(self, entries: list[Entry], rows: Rows) -> None:
         """Plan each file's destination and commit the outcomes (before anything moves)."""
         reserved = self.journal.reserved_destinations()
         changed = []

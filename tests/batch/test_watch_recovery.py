@@ -14,8 +14,9 @@ from batch.backends import Backend, open_backend
 from batch.inbox import identity_of
 from batch.journal import PLACED, REPORTED, SUPERSEDED, Journal, NewFile
 from batch.summary import Tally
+from batch.watch_predict import VANISHED_ERROR
 from batch.watch_report import AppendReport
-from batch.watch_work import VANISHED_ERROR, Worker
+from batch.watch_work import Worker
 from tests.batch.watch_helpers import assert_exactly_once, image_bytes, report_rows
 
 
