@@ -115,6 +115,7 @@ class WatchDaemon:
                 labels_file=labels_file,
             )
             self._loop(worker, inbox)
+        log.info("stopped")
         return 0
 
     def _attempt(self, worker: Worker, work: Callable[[], None]) -> bool:
