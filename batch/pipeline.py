@@ -27,8 +27,8 @@ from serve.errors import ServeError
 from serve.manifest import Preprocessing
 from serve.preprocess import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, preprocess_bytes
 
-# `make bench-batch` (README): batches of 64-256 32x32x3 images ran within noise of each other
-# on 2 CPUs, far above 32; 128 of them (~400k floats) is the default, scaled by input size.
+# `make bench-batch` (README): on a shared 2-CPU box, batches of 32-256 32x32x3 images were within
+# noise of each other and 512 slower; 128 of them (~400k floats) is the default, scaled by size.
 _FLOATS_PER_BATCH = 128 * 32 * 32 * 3
 _FILES_PER_TASK = 8  # files one reader task decodes: fewer futures, same overlap
 # Pillow names the in-memory buffer in its messages; it means nothing in a report.
