@@ -116,12 +116,10 @@ class ClassificationMetrics:
 
     def confusion_text(self) -> str:
         """The confusion matrix as an aligned table: rows are true labels, columns predicted."""
-        width = max(6, *(len(label) for label in self.labels))
-        cell = max(5, len(str(self.confusion.max(initial=0))) + 1)
-        header = (
-            " " * width + " " + "".join(f"{label[: cell - 1]:>{cell}}" for label in self.labels)
-        )
-        rows = [f"{'true/pred':<{width}} ", header]
+        corner = "true \\ predicted"
+        width = max(len(corner), *(len(label) for label in self.labels))
+        cell = 1 + max(len(str(self.confusion.max(initial=0))), *(len(x) for x in self.labels))
+        lines = [f"{corner:<{width}}" + "".join(f"{label:>{cell}}" for label in self.labels)]
         for label, counts in zip(self.labels, self.confusion, strict=True):
-            rows.append(f"{label:>{width}} " + "".join(f"{int(c):>{cell}}" for c in counts))
-        return "\n".join(rows[1:]) + "\n"
+            lines.append(f"{label:>{width}}" + "".join(f"{int(c):>{cell}}" for c in counts))
+        return "\n".join(lines) + "\n"
