@@ -4,6 +4,7 @@
     clfbatch run ./images --model cifar10 --server 127.0.0.1:8500
     clfbatch models
     clfbatch report images-cifar10.csv                 # recompute the metrics of a report
+    clfbatch watch ./inbox --model cifar10 --out ./labelled   # auto-label arrivals, each once
 
 Exit codes: 0 done; 1 some files failed and --fail-on-error was given; 2 bad input (unknown
 model or version, missing or empty folder, report exists, bad labels file); 3 server
@@ -33,6 +34,7 @@ from batch.runner import (
     summary_prefix,
 )
 from batch.summary import Tally, summary_text, write_summary
+from batch.watch_cli import watch
 from serve.errors import ModelNotFound, ServeError, VersionNotFound
 
 app = typer.Typer(
@@ -194,6 +196,9 @@ def report(
         for file in files:
             print(f"summary: {file}")
         print(f"{tally.files} rows, {tally.errors} errors, {metrics.total} labelled")
+
+
+app.command("watch")(watch)
 
 
 def main() -> None:

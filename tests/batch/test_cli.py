@@ -265,3 +265,14 @@ def test_ctrl_c_leaves_no_complete_report(model_repository: Path, tmp_path: Path
     assert "interrupted" in stderr
     assert not report.exists() and partial.exists()
     assert not list(tmp_path.glob("big.summary*"))
+
+
+def test_watch_is_a_clfbatch_command(model_repository: Path, tmp_path: Path):
+    """`clfbatch watch` reaches the daemon: a missing inbox is refused at start with exit 2."""
+    result = run_cli(
+        "watch", tmp_path / "no-inbox", "--model", "gray", "--out", tmp_path / "out",
+        "--repository", model_repository, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "does not exist" in result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
