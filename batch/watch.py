@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -129,7 +130,7 @@ class WatchDaemon:
                 "%s; retrying in %.0f s (files stay in the inbox)",
                 exc,
                 self._backoff,
-                exc_info=first and not isinstance(exc, OSError | ServeError),
+                exc_info=first and not isinstance(exc, OSError | ServeError | sqlite3.Error),
             )
             self._queue.clear()
             self._pending, self._predicted = [], None
