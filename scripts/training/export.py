@@ -50,17 +50,22 @@ def serving_function(model: keras.Model, tta_flip: bool) -> Callable[[tf.Tensor]
 
 
 def save_saved_model(model: keras.Model, path: Path, manifest: Manifest, tta_flip: bool) -> None:
+    """A plain TF SavedModel with one signature, loadable without Keras (and by TF Serving).
+
+    A bare `tf.Module` stores each weight once; Keras' ExportArchive stored every weight twice.
+    """
     signature = manifest.signature
     spec = tf.TensorSpec([None, *manifest.input_shape], tf.float32, name=signature.input)
     compute = serving_function(model, tta_flip)
 
+    @tf.function(input_signature=[spec])
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         return {signature.output: compute(images)}
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(name=signature.name, fn=serve, input_signature=[spec])
-    archive.write_out(str(path), verbose=False)
+    module = tf.Module()
+    module.model = model
+    module.serve = serve
+    tf.saved_model.save(module, str(path), signatures={signature.name: serve})
 
 
 def write_history(history: Mapping[str, Sequence[float]], path: Path) -> None:
