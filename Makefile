@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test lint check protos protos-check bench-serve bench-batch bench-watch train clean
+.PHONY: install demo test lint typecheck check protos protos-check bench-serve bench-batch bench-watch train clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +18,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
-test: $(STAMP) protos-check lint
+test: $(STAMP) protos-check lint typecheck
 	$(PY) -m pytest
 
 lint: $(STAMP)
 	$(PY) -m ruff check serve batch scripts tests
 
-check: lint
+typecheck: $(STAMP)
 	$(PY) -m mypy serve batch
+
+check: lint typecheck
 
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
