@@ -44,5 +44,9 @@ bench-batch: $(STAMP)
 bench-watch: $(STAMP)
 	$(PY) scripts/bench_watch.py
 
+# make train TASK=cifar10 [ARCH=tutorial]: one training run on the shared dataset archive
+train: $(STAMP)
+	$(PY) scripts/train.py --task $(TASK) $(if $(ARCH),--arch $(ARCH)) --data ../shared/datasets/$(TASK).tar.gz
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
