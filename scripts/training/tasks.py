@@ -97,7 +97,7 @@ TASKS: dict[str, Task] = {
         preprocessing=_GRAY28,
         classes=tuple(str(d) for d in range(10)),
         keras_dataset="mnist",
-        default_arch="cnn",
+        default_arch="cnn3",
         architectures={
             "tutorial": Architecture(
                 "tutorial",
@@ -122,6 +122,20 @@ TASKS: dict[str, Task] = {
                     schedule="cosine",
                     label_smoothing=0.05,
                     patience=10,
+                    augment=_MNIST_AUG,
+                ),
+            ),
+            "cnn3": Architecture(
+                "cnn3",
+                nets.small_cnn((24, 48, 96), dropout=0.3, name="mnist_cnn3"),
+                "three-stage VGG-style CNN, BN, GAP over 7x7; shift/rotate/zoom, cosine schedule",
+                Recipe(
+                    epochs=15,
+                    batch_size=128,
+                    learning_rate=3e-3,
+                    schedule="cosine",
+                    label_smoothing=0.05,
+                    patience=15,
                     augment=_MNIST_AUG,
                 ),
             ),
