@@ -35,8 +35,12 @@ def augmenter(augment: Augment, seed: int) -> keras.Sequential | None:
     if not augment.any:
         return None
     stack: list[keras.layers.Layer] = []
+    # one layer per axis: Keras' "horizontal_and_vertical" draws one coin for both axes, so it
+    # only ever produces the 180-degree turn, never a single mirror
     if augment.flip:
         stack.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if augment.vertical_flip:
+        stack.append(keras.layers.RandomFlip("vertical", seed=seed + 1))
     if augment.rotation:
         stack.append(keras.layers.RandomRotation(augment.rotation, fill_mode="nearest", seed=seed))
     if augment.zoom:

@@ -25,13 +25,14 @@ class Augment:
     """Training-time augmentation, as the tutorials' ImageDataGenerator offered it."""
 
     flip: bool = False
+    vertical_flip: bool = False  # for subjects with no up and down (cells under a microscope)
     shift: float = 0.0  # fraction of height/width
     rotation: float = 0.0  # fraction of a full turn
     zoom: float = 0.0
 
     @property
     def any(self) -> bool:
-        return self.flip or bool(self.shift or self.rotation or self.zoom)
+        return self.flip or self.vertical_flip or bool(self.shift or self.rotation or self.zoom)
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ TASKS: dict[str, Task] = {
     "blood_cells": Task(
         name="blood_cells",
         preprocessing=Preprocessing(color_mode="rgb", size=(200, 200), resize="stretch"),
-        default_arch="cnn",
+        default_arch="cnn96",
         architectures={
             "tutorial": Architecture(
                 "tutorial",
@@ -251,6 +252,22 @@ TASKS: dict[str, Task] = {
                     tta_flip=True,
                 ),
                 preprocessing=Preprocessing(color_mode="rgb", size=(48, 64), resize="stretch"),
+            ),
+            "cnn96": Architecture(
+                "cnn96",
+                nets.small_cnn((24, 48, 96), dropout=0.3, name="blood_cells_cnn96"),
+                "the cnn on 72x96 (nucleus detail); flips both ways, shifts, rotation; flip TTA",
+                Recipe(
+                    epochs=14,
+                    batch_size=32,
+                    learning_rate=2e-3,
+                    schedule="cosine",
+                    label_smoothing=0.1,
+                    patience=14,
+                    augment=Augment(flip=True, vertical_flip=True, shift=0.1, rotation=0.05),
+                    tta_flip=True,
+                ),
+                preprocessing=Preprocessing(color_mode="rgb", size=(72, 96), resize="stretch"),
             ),
             "tiny": _tiny(),
         },
