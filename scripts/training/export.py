@@ -52,7 +52,9 @@ def serving_function(model: keras.Model, tta_flip: bool) -> Callable[[tf.Tensor]
 def save_saved_model(model: keras.Model, path: Path, manifest: Manifest, tta_flip: bool) -> None:
     """A plain TF SavedModel with one signature, loadable without Keras (and by TF Serving).
 
-    A bare `tf.Module` stores each weight once; Keras' ExportArchive stored every weight twice.
+    Only the model's weights are tracked: tracking the Keras model would also save its
+    optimizer's slots (Adam's two moments, twice the weights again), and Keras' ExportArchive
+    stored every weight twice.
     """
     signature = manifest.signature
     spec = tf.TensorSpec([None, *manifest.input_shape], tf.float32, name=signature.input)
@@ -63,7 +65,7 @@ def save_saved_model(model: keras.Model, path: Path, manifest: Manifest, tta_fli
         return {signature.output: compute(images)}
 
     module = tf.Module()
-    module.model = model
+    module.weights = [variable.value for variable in model.weights]  # the tf.Variables
     module.serve = serve
     tf.saved_model.save(module, str(path), signatures={signature.name: serve})
 

@@ -68,3 +68,28 @@ def test_test_time_flip_is_baked_into_the_export(tmp_path: Path, model: keras.Mo
     flipped = image[:, :, ::-1, :].copy()
     run = lambda x: loaded(images=tf.constant(x))["probabilities"].numpy()  # noqa: E731
     np.testing.assert_allclose(run(image), run(flipped), rtol=1e-5)
+
+
+def test_export_stores_the_weights_once_and_no_optimizer_state(tmp_path: Path):
+    import numpy as np
+    import tensorflow as tf
+
+    trained = tiny_cnn((8, 8, 1), 2)
+    trained.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    trained.fit(np.zeros((4, 8, 8, 1), np.float32), np.array([0, 1, 0, 1]), verbose=0)
+    assert trained.optimizer.variables, "the optimizer should hold slots after a step"
+
+    path, _ = export.write_version(tmp_path, trained, _manifest(), HISTORY, tta_flip=False)
+    stored = [
+        shape
+        for name, shape in tf.train.list_variables(str(path / "variables" / "variables"))
+        if name != "_CHECKPOINTABLE_OBJECT_GRAPH"
+    ]
+    assert sorted(map(tuple, stored)) == sorted(tuple(w.shape) for w in trained.weights)
+    image = np.random.default_rng(1).random((2, 8, 8, 1), dtype=np.float32)
+    served = tf.saved_model.load(str(path)).signatures["serving_default"]
+    np.testing.assert_allclose(
+        served(images=tf.constant(image))["probabilities"].numpy(),
+        trained(image, training=False).numpy(),
+        rtol=1e-6,
+    )
