@@ -91,6 +91,26 @@ _GRAY28 = Preprocessing(color_mode="grayscale", size=(28, 28), resize="stretch")
 _RGB32 = Preprocessing(color_mode="rgb", size=(32, 32), resize="stretch")
 _MNIST_AUG = Augment(shift=0.1, rotation=0.03, zoom=0.1)
 _PHOTO_AUG = Augment(flip=True, shift=0.1, rotation=0.05, zoom=0.1)
+# our networks' recipes where a task has two variants; the variants change only what differs
+_MNIST_CNN = Recipe(
+    epochs=10,
+    batch_size=128,
+    learning_rate=3e-3,
+    schedule="cosine",
+    label_smoothing=0.05,
+    patience=10,
+    augment=_MNIST_AUG,
+)
+_BLOOD_CNN = Recipe(
+    epochs=12,
+    batch_size=32,
+    learning_rate=2e-3,
+    schedule="cosine",
+    label_smoothing=0.1,
+    patience=12,
+    augment=Augment(flip=True, shift=0.1, rotation=0.05),
+    tta_flip=True,
+)
 
 TASKS: dict[str, Task] = {
     "mnist": Task(
@@ -116,29 +136,13 @@ TASKS: dict[str, Task] = {
                 "cnn",
                 nets.small_cnn((32, 64), dropout=0.3, name="mnist_cnn"),
                 "VGG-style CNN, BN, GAP; shift/rotate/zoom augmentation, cosine schedule",
-                Recipe(
-                    epochs=10,
-                    batch_size=128,
-                    learning_rate=3e-3,
-                    schedule="cosine",
-                    label_smoothing=0.05,
-                    patience=10,
-                    augment=_MNIST_AUG,
-                ),
+                _MNIST_CNN,
             ),
             "cnn3": Architecture(
                 "cnn3",
                 nets.small_cnn((24, 48, 96), dropout=0.3, name="mnist_cnn3"),
                 "three-stage VGG-style CNN, BN, GAP over 7x7; shift/rotate/zoom, cosine schedule",
-                Recipe(
-                    epochs=15,
-                    batch_size=128,
-                    learning_rate=3e-3,
-                    schedule="cosine",
-                    label_smoothing=0.05,
-                    patience=15,
-                    augment=_MNIST_AUG,
-                ),
+                replace(_MNIST_CNN, epochs=15, patience=15),
             ),
             "tiny": _tiny(),
         },
@@ -241,31 +245,18 @@ TASKS: dict[str, Task] = {
                 "cnn",
                 nets.small_cnn((24, 48, 96), dropout=0.3, name="blood_cells_cnn"),
                 "VGG-style CNN on 48x64, BN, GAP; flips, shifts, rotation; flip TTA",
-                Recipe(
-                    epochs=12,
-                    batch_size=32,
-                    learning_rate=2e-3,
-                    schedule="cosine",
-                    label_smoothing=0.1,
-                    patience=12,
-                    augment=Augment(flip=True, shift=0.1, rotation=0.05),
-                    tta_flip=True,
-                ),
+                _BLOOD_CNN,
                 preprocessing=Preprocessing(color_mode="rgb", size=(48, 64), resize="stretch"),
             ),
             "cnn96": Architecture(
                 "cnn96",
                 nets.small_cnn((24, 48, 96), dropout=0.3, name="blood_cells_cnn96"),
                 "the cnn on 72x96 (nucleus detail); flips both ways, shifts, rotation; flip TTA",
-                Recipe(
+                replace(
+                    _BLOOD_CNN,
                     epochs=14,
-                    batch_size=32,
-                    learning_rate=2e-3,
-                    schedule="cosine",
-                    label_smoothing=0.1,
                     patience=14,
-                    augment=Augment(flip=True, vertical_flip=True, shift=0.1, rotation=0.05),
-                    tta_flip=True,
+                    augment=replace(_BLOOD_CNN.augment, vertical_flip=True),
                 ),
                 preprocessing=Preprocessing(color_mode="rgb", size=(72, 96), resize="stretch"),
             ),
