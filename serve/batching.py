@@ -1,10 +1,13 @@
 """Dynamic batching for one loaded model version: queued requests -> one model call.
 
-Requests (already preprocessed to float32 [n, H, W, C]) wait in a bounded queue. One asyncio task
-takes everything queued, up to `max_batch_size` images; while more requests are already
-*arriving* (acquired a version and are decoding, see `arriving()`) it waits up to `timeout` for
-them. The model call runs in the batcher's own worker thread, so while it runs the next batch
-fills up: under load batches grow by themselves, and a lone request never waits.
+Requests (already preprocessed to float32 [n, H, W, C]) wait in a bounded queue on the event
+loop. Whenever the model is idle and something is queued, everything queued (up to
+`max_batch_size` images) goes to the model at once, in the batcher's own worker thread; results
+come back in one callback on the loop, which starts the next batch straight away. So a lone
+request on an idle model costs one thread hop and no timer, and under load batches grow by
+themselves while the model is busy. The one wait: while other requests are still *arriving*
+(they hold this version and are decoding, see `arriving()`), an idle model waits up to `timeout`
+for them, and no longer than the last of them takes.
 
     batcher = Batcher(classifier.predict, max_batch_size=32, timeout=0.002, queue_bound=256)
     batcher.start()
@@ -15,12 +18,12 @@ fills up: under load batches grow by themselves, and a lone request never waits.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -30,7 +33,8 @@ from serve.errors import ResourceExhausted
 log = logging.getLogger(__name__)
 Predict = Callable[[np.ndarray], np.ndarray]
 R = TypeVar("R")
-BatchObserver = Callable[[int, int], None]  # (images in the batch, queue depth after taking it)
+Done = Callable[[Any, BaseException | None], None]  # (result, error), called on the loop
+BatchObserver = Callable[[int, int], None]  # (images in the batch, requests still queued)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -59,22 +63,29 @@ class WorkerPool:
         for thread in self._threads:
             thread.start()
 
+    def submit(
+        self, loop: asyncio.AbstractEventLoop, function: Callable[[Any], R], argument: Any,
+        done: Done,
+    ) -> None:  # fmt: skip
+        """Run `function(argument)` in a thread, then `done(result, error)` on `loop`."""
+        self._jobs.put((loop, function, argument, done))
+
     def run(self, function: Callable[[Any], R], argument: Any) -> asyncio.Future[R]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        self._jobs.put((loop, future, function, argument))
+        self._jobs.put((loop, function, argument, lambda r, e: _settle(future, r, e)))
         return future
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            loop, future, function, argument = job
+            loop, function, argument, done = job
             result, error = None, None
             try:
                 result = function(argument)
-            except BaseException as exc:  # handed to the awaiting coroutine
+            except BaseException as exc:  # handed to the loop
                 error = exc
             with contextlib.suppress(RuntimeError):  # the loop may be closed at shutdown
-                loop.call_soon_threadsafe(_settle, future, result, error)
+                loop.call_soon_threadsafe(done, result, error)
 
     def stop(self, timeout: float = 30.0) -> None:
         for _ in self._threads:
@@ -83,17 +94,12 @@ class WorkerPool:
             thread.join(timeout)
 
 
-@dataclass
-class _Pending:
-    inputs: np.ndarray
-    future: asyncio.Future[np.ndarray] = field(repr=False)
-
-
 class Batcher:
     """Queue -> batches of at most `max_batch_size` images -> one `predict` call each.
 
     A request larger than `max_batch_size` is run alone, never split. If the model call raises,
-    every request of that batch gets the exception.
+    every request of that batch gets the exception. A request whose caller gave up (deadline,
+    cancellation) before its batch formed never reaches the model.
     """
 
     def __init__(
@@ -112,20 +118,26 @@ class Batcher:
         self.queue_bound = queue_bound
         self.name = name
         self._observe = observe
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queue: collections.deque[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = (
+            collections.deque()
+        )
         self._arriving = 0
-        self._carry: _Pending | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._worker = WorkerPool(name, 1)
+        self._busy = False  # a model call is running
+        self._wait: asyncio.TimerHandle | None = None  # armed while waiting for arrivals
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker: WorkerPool | None = None
+        self._closed = False
         self.batches = 0  # model calls made (a counter tests and benchmarks read)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
+        """Bind to the running loop and start the worker thread."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._worker = WorkerPool(self.name, 1)
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize() + (self._carry is not None)
+        return len(self._queue)
 
     @contextlib.contextmanager
     def arriving(self) -> Iterator[None]:
@@ -135,97 +147,93 @@ class Batcher:
             yield
         finally:
             self._arriving -= 1
+            if not self._arriving and self._wait is not None and self._loop is not None:
+                self._loop.call_soon(self._dispatch)  # the last one is in (or failed)
 
     async def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Probabilities for `inputs` (float32 [n, H, W, C]) from a batched model call."""
-        if self._task is None or self._task.done():
+        if self._loop is None or self._closed:
             raise RuntimeError(f"{self.name} is not running")
-        if self._queue.qsize() >= self.queue_bound:
+        if len(self._queue) >= self.queue_bound:
             raise ResourceExhausted(
                 f"{self.name}: {self.queue_bound} requests already queued; retry later"
             )
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(inputs, future))
+        future: asyncio.Future[np.ndarray] = self._loop.create_future()
+        self._queue.append((inputs, future))
+        if not self._busy:
+            self._dispatch()
         return await future
 
-    async def _next(self, wait: float | None) -> _Pending | None:
-        """The next live request: a carried-over one, a queued one, or one within `wait` s."""
-        while True:
-            if self._carry is not None:
-                item, self._carry = self._carry, None
-            elif not self._queue.empty():
-                item = self._queue.get_nowait()
-            elif wait is None:
-                item = await self._queue.get()
-            elif wait <= 0:
-                return None
-            else:
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), wait)
-                except TimeoutError:
-                    return None
-            if not item.future.done():  # skip requests whose caller gave up (deadline)
-                return item
-
-    async def _collect(self) -> list[_Pending]:
-        first = await self._next(None)
-        assert first is not None
-        batch, size = [first], len(first.inputs)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        while size < self.max_batch_size:
-            wait = deadline - loop.time() if self._arriving > 0 else 0.0
-            item = await self._next(wait)
-            if item is None:
-                break
-            if size + len(item.inputs) > self.max_batch_size:
-                self._carry = item
-                break
-            batch.append(item)
-            size += len(item.inputs)
-        return batch
-
-    async def _run(self) -> None:
-        while True:
-            batch = await self._collect()
-            inputs = (
-                batch[0].inputs
-                if len(batch) == 1
-                else np.concatenate([item.inputs for item in batch])
-            )
-            if self._observe is not None:
-                self._observe(len(inputs), self.queue_depth)
-            try:
-                probs = await self._worker.run(self._predict, inputs)
-            except asyncio.CancelledError:
-                for item in batch:
-                    if not item.future.done():
-                        item.future.cancel()
-                raise
-            except Exception as exc:
-                log.exception("%s: model call on a batch of %d failed", self.name, len(inputs))
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+    def _dispatch(self) -> None:
+        """Start a model call on what is queued, unless one runs or arrivals are worth a wait."""
+        if self._busy or self._closed:
+            return
+        queue_ = self._queue
+        while queue_ and queue_[0][1].done():  # the caller gave up: never run it
+            queue_.popleft()
+        if not queue_:
+            return
+        if self._arriving and self._wait is None and self.timeout > 0:
+            size = sum(len(inputs) for inputs, _ in queue_)
+            if size < self.max_batch_size:
+                assert self._loop is not None
+                self._wait = self._loop.call_later(self.timeout, self._dispatch)
+                return
+        if self._wait is not None:
+            self._wait.cancel()
+            self._wait = None
+        batch = [queue_.popleft()]
+        size = len(batch[0][0])
+        while queue_ and size < self.max_batch_size:
+            inputs, future = queue_[0]
+            if future.done():
+                queue_.popleft()
                 continue
+            if size + len(inputs) > self.max_batch_size:
+                break
+            batch.append(queue_.popleft())
+            size += len(inputs)
+        arrays = batch[0][0] if len(batch) == 1 else np.concatenate([i for i, _ in batch])
+        if self._observe is not None:
+            self._observe(len(arrays), len(queue_))
+        self._busy = True
+        assert self._worker is not None and self._loop is not None
+        self._worker.submit(
+            self._loop, self._predict, arrays, lambda probs, error: self._done(batch, probs, error)
+        )
+
+    def _done(
+        self,
+        batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]],
+        probs: np.ndarray | None,
+        error: BaseException | None,
+    ) -> None:
+        self._busy = False
+        if error is not None:
+            log.error("%s: model call on a batch of %d failed", self.name, len(batch),
+                      exc_info=error)  # fmt: skip
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+        else:
             self.batches += 1
             start = 0
-            for item in batch:
-                end = start + len(item.inputs)
-                if not item.future.done():
-                    item.future.set_result(probs[start:end])
+            for inputs, future in batch:
+                end = start + len(inputs)
+                if not future.done():
+                    future.set_result(probs[start:end])  # type: ignore[index]
                 start = end
+        if self._queue:
+            self._dispatch()
 
     async def close(self) -> None:
         """Stop taking batches, fail what is still queued, and stop the worker thread."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        leftovers = [self._carry] if self._carry is not None else []
-        while not self._queue.empty():
-            leftovers.append(self._queue.get_nowait())
-        for item in leftovers:
-            if not item.future.done():
-                item.future.set_exception(ResourceExhausted(f"{self.name} was shut down"))
-        await asyncio.to_thread(self._worker.stop)
+        self._closed = True
+        if self._wait is not None:
+            self._wait.cancel()
+        while self._queue:
+            _, future = self._queue.popleft()
+            if not future.done():
+                future.set_exception(ResourceExhausted(f"{self.name} was shut down"))
+        if self._worker is not None:
+            await asyncio.to_thread(self._worker.stop)

@@ -12,6 +12,8 @@ ServeError
 
 from __future__ import annotations
 
+import asyncio
+
 
 class ServeError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -53,3 +55,31 @@ class ManifestError(ServeError):
 
 class ServerUnavailable(ServeError):
     """The server cannot be reached, is not ready, or did not answer within the deadline."""
+
+
+# Canonical status names (gRPC's, which HTTP maps from too); the first matching class wins, so a
+# subclass of a listed error is answered like its parent. Anything else is INTERNAL.
+STATUS_NAMES: tuple[tuple[type[BaseException], str], ...] = (
+    (ModelNotFound, "NOT_FOUND"),
+    (VersionNotFound, "NOT_FOUND"),
+    (ModelNotReady, "UNAVAILABLE"),
+    (InvalidInput, "INVALID_ARGUMENT"),
+    (ResourceExhausted, "RESOURCE_EXHAUSTED"),
+    (TimeoutError, "DEADLINE_EXCEEDED"),
+    (asyncio.CancelledError, "CANCELLED"),
+)
+
+
+def status_name(exc: BaseException) -> str:
+    """The canonical status a failed request is answered and counted with."""
+    for kind, name in STATUS_NAMES:
+        if isinstance(exc, kind):
+            return name
+    return "INTERNAL"
+
+
+def public_message(exc: BaseException) -> str:
+    """What a caller is told: the error's own text, or (INTERNAL) no internals at all."""
+    if status_name(exc) == "INTERNAL":
+        return f"internal error ({type(exc).__name__}); see the server log"
+    return str(exc) or status_name(exc)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -63,15 +65,37 @@ class ServeMetrics:
             registry=self.registry,
         )
         self._http: tuple[WSGIServer, threading.Thread] | None = None
+        self._children: dict[tuple[str, int | None, str], tuple[Any, Any, Any]] = {}
 
     def observe_request(
         self, model: str, version: int | None, code: str, seconds: float, images: int
     ) -> None:
-        label = str(version) if version is not None else ""
-        self.requests.labels(model, label, code).inc()
-        self.latency.labels(model).observe(seconds)
-        if code == "OK":
-            self.images.labels(model, label).inc(images)
+        key = (model, version, code)
+        children = self._children.get(key)
+        if children is None:  # labels() takes a lock and builds tuples: once per key
+            label = str(version) if version is not None else ""
+            children = (
+                self.requests.labels(model, label, code),
+                self.latency.labels(model),
+                self.images.labels(model, label) if code == "OK" else None,
+            )
+            self._children[key] = children
+        requests, latency, classified = children
+        requests.inc()
+        latency.observe(seconds)
+        if classified is not None:
+            classified.inc(images)
+
+    def batch_observer(self, model: str, version: int) -> Callable[[int, int], None]:
+        """A callback for one version's batcher: (images in the batch, requests still queued)."""
+        batch_size = self.batch_size.labels(model, str(version))
+        depth = self.queue_depth.labels(model, str(version))
+
+        def observe(images: int, queued: int) -> None:
+            batch_size.observe(images)
+            depth.set(queued)
+
+        return observe
 
     def serve_http(self, port: int, host: str = "0.0.0.0") -> int:
         """Serve /metrics on `port` (0 picks a free port) in a daemon thread; returns the port."""

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from serve.dataplane import DataPlane
+from serve.errors import public_message
 from serve.grpc import clf_pb2 as pb
 from serve.grpc import clf_pb2_grpc, convert
 from serve.grpc.status import code_for, grpc_errors
@@ -74,7 +75,7 @@ class ClassificationServicer(clf_pb2_grpc.ClassificationServiceServicer):
             result = await self._plane.classify(convert.classify_request_from_proto(message))
         except Exception as exc:
             code = code_for(exc)
-            text = str(exc) if code is not grpc.StatusCode.INTERNAL else "internal error"
+            text = public_message(exc)
             return pb.ClassifyStreamResponse(
                 error=pb.Status(code=code.value[0], message=text), request_id=message.request_id
             )

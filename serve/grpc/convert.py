@@ -9,7 +9,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from serve.dataplane import ClassifyRequest, ClassifyResult, ImageInput, Input, TensorInput
+from serve.dataplane import (
+    ClassifyRequest,
+    ClassifyResult,
+    ImageInput,
+    Input,
+    TensorBatch,
+    TensorInput,
+)
 from serve.errors import InvalidInput
 from serve.grpc import clf_pb2 as pb
 from serve.manifest import Preprocessing
@@ -86,7 +93,10 @@ def classify_request_to_proto(request: ClassifyRequest, request_id: str = "") ->
         message.model_spec.version = request.version
     elif request.label:
         message.model_spec.version_label = request.label
-    for item in request.inputs:
+    items = request.inputs
+    if isinstance(items, TensorBatch):
+        items = [TensorInput(row, items.preprocessed) for row in items.array]
+    for item in items:
         if isinstance(item, ImageInput):
             message.inputs.add(image=item.data)
         elif item.preprocessed:
@@ -114,7 +124,7 @@ def classify_result_from_proto(message: pb.ClassifyResponse) -> ClassifyResult:
         version=message.model_spec.version,
         labels=tuple(message.labels),
         probabilities=probabilities.reshape(len(message.results), len(message.labels)),
-        top_k=[[(s.label, s.score) for s in r.top_k] for r in message.results],
+        ranked=[[(s.label, s.score) for s in r.top_k] for r in message.results],
     )
 
 

@@ -20,10 +20,11 @@ import grpc
 from inference import grpc_service_pb2 as pb  # generated; serve/grpc/__init__ puts it on the path
 from inference import grpc_service_pb2_grpc
 
-from serve.dataplane import DataPlane
-from serve.errors import ServeError
+from serve.dataplane import ClassifyRequest, DataPlane
+from serve.errors import ServeError, public_message
 from serve.grpc import kserve_convert as convert
 from serve.grpc.status import code_for, grpc_errors
+from serve.manifest import Manifest
 
 log = logging.getLogger(__name__)
 SERVER_NAME = "clfserve"
@@ -88,16 +89,17 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     async def _infer(
         self, request: pb.ModelInferRequest, timeout: float | None
     ) -> pb.ModelInferResponse:
-        version, label = convert.version_choice(request.model_version)
-        number: int | None = None
-        try:  # refused before the data plane: counted all the same
-            number, manifest = self._plane.describe(request.model_name, version, label)
+        replies: list[convert.Reply] = []
+
+        def build(manifest: Manifest) -> ClassifyRequest:
             domain, reply = convert.classify_request_from_infer(request, manifest.signature)
-        except ServeError as exc:
-            self._plane.reject(request.model_name, exc, number)
-            raise
-        result = await self._plane.classify(domain, timeout=timeout)
-        return convert.infer_response(result, reply, manifest.signature, request.id)
+            replies.append(reply)
+            return domain
+
+        version, label = convert.version_choice(request.model_version)
+        result = await self._plane.infer(request.model_name, version, label, build, timeout)
+        assert result.manifest is not None
+        return convert.infer_response(result, replies[0], result.manifest.signature, request.id)
 
     async def ModelStreamInfer(
         self,
@@ -109,10 +111,9 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                 response = await self._infer(request, None)
             except Exception as exc:
                 code = code_for(exc)
-                text = str(exc)
                 if code is grpc.StatusCode.INTERNAL:
                     log.error("stream request failed", exc_info=exc)
-                    text = "internal error; see the server log"
+                text = public_message(exc)
                 yield pb.ModelStreamInferResponse(error_message=f"{code.name}: {text}")
             else:
                 yield pb.ModelStreamInferResponse(infer_response=response)

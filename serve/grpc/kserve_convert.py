@@ -27,9 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 from inference import grpc_service_pb2 as pb  # generated; serve/grpc/__init__ puts it on the path
 
-from serve.dataplane import ClassifyRequest, ClassifyResult, ImageInput, Input, TensorInput
+from serve.dataplane import ClassifyRequest, ClassifyResult, ImageInput, TensorBatch
 from serve.errors import InvalidInput
 from serve.manifest import Manifest, Signature
+from serve.prepare import Inputs
 from serve.registry import ModelInfo, VersionState
 
 PLATFORM = "tensorflow_savedmodel"
@@ -91,7 +92,7 @@ def _numbers(values: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarra
     return values.reshape(shape)
 
 
-def _inputs(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> list[Input]:
+def _inputs(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> Inputs:
     name, shape = tensor.name, tuple(int(d) for d in tensor.shape)
     if tensor.datatype == "BYTES":
         items = split_bytes(raw, name) if raw is not None else list(tensor.contents.bytes_contents)
@@ -113,7 +114,7 @@ def _inputs(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) ->
         array = _numbers(values, shape, name)
         if array.ndim != 4:
             raise InvalidInput(f"input {name!r} must be FP32 [N, H, W, C], not {list(shape)}")
-        return [TensorInput(row, preprocessed=True) for row in array]
+        return TensorBatch(array, preprocessed=True)
     if tensor.datatype == "UINT8":
         if raw is not None:
             values = np.frombuffer(raw, np.uint8)
@@ -125,7 +126,7 @@ def _inputs(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) ->
         array = _numbers(values, shape, name)
         if array.ndim not in (3, 4):
             raise InvalidInput(f"input {name!r} must be UINT8 [N, H, W(, C)], not {list(shape)}")
-        return [TensorInput(row) for row in array]
+        return TensorBatch(array)
     raise InvalidInput(
         f"input {name!r} has datatype {tensor.datatype!r}; expected FP32 (model input), "
         "UINT8 (pixels) or BYTES (encoded images)"
@@ -179,7 +180,7 @@ def classify_request_from_infer(
     reply = _reply(request, signature)
     version, label = version_choice(request.model_version)
     inputs = _inputs(tensor, raw_contents[0] if raw_contents else None)
-    domain = ClassifyRequest(request.model_name, inputs, version, label, top_k=max(reply.top_k, 1))
+    domain = ClassifyRequest(request.model_name, inputs, version, label, top_k=reply.top_k)
     return domain, reply
 
 

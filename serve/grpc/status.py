@@ -1,32 +1,23 @@
-"""Domain errors <-> gRPC status codes, in one place, for every servicer and for the client.
+"""Domain errors <-> gRPC status codes for every servicer and for the client.
 
-Server side, every servicer method is wrapped in `@grpc_errors`: a `ServeError` (or a deadline)
-becomes its status code with the error's message, and the error type travels in the trailing
-metadata key `clf-error` so clients can rebuild the exact exception; anything unexpected is
-logged with its traceback and answered `INTERNAL` without one (never `UNKNOWN`).
-
-| domain error                     | gRPC status          |
-|----------------------------------|----------------------|
-| ModelNotFound, VersionNotFound   | NOT_FOUND            |
-| InvalidInput                     | INVALID_ARGUMENT     |
-| ResourceExhausted                | RESOURCE_EXHAUSTED   |
-| ModelNotReady                    | UNAVAILABLE          |
-| TimeoutError (deadline)          | DEADLINE_EXCEEDED    |
-| anything else                    | INTERNAL             |
+The one table of which error is which status is `serve.errors.STATUS_NAMES` (canonical names,
+which are gRPC's); here it only becomes `grpc.StatusCode`. Server side, every servicer method is
+wrapped in `@grpc_errors`: a `ServeError` (or a deadline) becomes its status code with the
+error's message; the error type and, for an invalid input, its index travel in the trailing
+metadata (`clf-error`, `clf-input-index`) so clients rebuild the exact exception; anything
+unexpected is logged with its traceback and answered `INTERNAL` without one (never `UNKNOWN`).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import grpc
 from grpc.aio import AbortError
 
-from serve.dataplane import error_code
 from serve.errors import (
     InvalidInput,
     ModelNotFound,
@@ -35,28 +26,31 @@ from serve.errors import (
     ServeError,
     ServerUnavailable,
     VersionNotFound,
+    public_message,
+    status_name,
 )
 
 log = logging.getLogger(__name__)
 ERROR_KEY = "clf-error"
+INDEX_KEY = "clf-input-index"
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def code_for(exc: BaseException) -> grpc.StatusCode:
     """The status code a failed request is answered with."""
-    return grpc.StatusCode[error_code(exc)]
+    return grpc.StatusCode[status_name(exc)]
 
 
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
     code = code_for(exc)
     if code is grpc.StatusCode.INTERNAL:
         log.error("internal error", exc_info=exc)
-        message = f"internal error ({type(exc).__name__}); see the server log"
-    else:
-        message = str(exc) or code.name
-    context.set_trailing_metadata(((ERROR_KEY, type(exc).__name__),))
-    await context.abort(code, message)
+    metadata = [(ERROR_KEY, type(exc).__name__)]
+    if isinstance(exc, InvalidInput) and exc.index is not None:
+        metadata.append((INDEX_KEY, str(exc.index)))
+    context.set_trailing_metadata(tuple(metadata))
+    await context.abort(code, public_message(exc))
     raise AssertionError("unreachable: context.abort raises")
 
 
@@ -78,9 +72,6 @@ def grpc_errors(
 
 
 # -- client side -----------------------------------------------------------------------------
-_INDEX = re.compile(r"^input (\d+): ")
-
-
 def error_from_rpc(error: grpc.RpcError, model: str = "", version: Any = None) -> ServeError:
     """A failed call's status -> the domain exception the server raised (or ServerUnavailable)."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
@@ -91,8 +82,8 @@ def error_from_rpc(error: grpc.RpcError, model: str = "", version: Any = None) -
     if code is grpc.StatusCode.NOT_FOUND:
         exc = VersionNotFound(model, version) if kind == "VersionNotFound" else ModelNotFound(model)
     elif code is grpc.StatusCode.INVALID_ARGUMENT:
-        match = _INDEX.match(details)
-        exc = InvalidInput(details, int(match.group(1)) if match else None)
+        index = dict(trailing or ()).get(INDEX_KEY)
+        exc = InvalidInput(details, int(index) if index is not None else None)
     elif code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         exc = ResourceExhausted(details)
     elif code is grpc.StatusCode.UNAVAILABLE and kind == "ModelNotReady":

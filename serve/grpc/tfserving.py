@@ -28,10 +28,11 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serve.dataplane import DataPlane
-from serve.errors import InvalidInput, ServeError, VersionNotFound
+from serve.dataplane import ClassifyRequest, DataPlane
+from serve.errors import InvalidInput, VersionNotFound
 from serve.grpc import tfserving_convert as convert
 from serve.grpc.status import grpc_errors
+from serve.manifest import Manifest
 
 
 @contextlib.contextmanager
@@ -55,17 +56,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     ) -> predict_pb2.PredictResponse:
         spec = request.model_spec
         version, label = convert.version_choice(spec)
-        number: int | None = None
-        try:  # refused before the data plane: counted all the same
-            with _labels_are_arguments(label):
-                number, manifest = self._plane.describe(spec.name, version, label)
-            domain = convert.classify_request_from_predict(request, manifest.signature)
-        except ServeError as exc:
-            self._plane.reject(spec.name, exc, number)
-            raise
+
+        def build(manifest: Manifest) -> ClassifyRequest:
+            return convert.classify_request_from_predict(request, manifest.signature)
+
         with _labels_are_arguments(label):
-            result = await self._plane.classify(domain, timeout=context.time_remaining())
-        return convert.predict_response(result, manifest.signature)
+            result = await self._plane.infer(
+                spec.name, version, label, build, context.time_remaining()
+            )
+        assert result.manifest is not None
+        return convert.predict_response(result, result.manifest.signature)
 
     @grpc_errors
     async def GetModelMetadata(

@@ -27,9 +27,10 @@ from tensorflow_serving.apis import (
     predict_pb2,
 )
 
-from serve.dataplane import ClassifyRequest, ClassifyResult, ImageInput, Input, TensorInput
+from serve.dataplane import ClassifyRequest, ClassifyResult, ImageInput, TensorBatch
 from serve.errors import InvalidInput, VersionNotFound
 from serve.manifest import Manifest, Signature
+from serve.prepare import Inputs
 from serve.registry import ModelInfo, VersionInfo, VersionState
 
 SIGNATURE_FIELD = "signature_def"  # the only metadata field TF Serving (and we) answer
@@ -89,7 +90,7 @@ def _numbers(tensor: tensor_pb2.TensorProto, name: str, dtype: str, values: obje
     return array.reshape(shape)
 
 
-def inputs_from_tensor(tensor: tensor_pb2.TensorProto, name: str) -> list[Input]:
+def inputs_from_tensor(tensor: tensor_pb2.TensorProto, name: str) -> Inputs:
     """One TensorProto -> one domain input per batch row (its first dimension)."""
     if tensor.dtype == types_pb2.DT_STRING:
         shape = _shape(tensor)
@@ -107,7 +108,7 @@ def inputs_from_tensor(tensor: tensor_pb2.TensorProto, name: str) -> list[Input]
                 f"input {name!r} must be DT_FLOAT [batch, height, width, channels], "
                 f"not {list(array.shape)}"
             )
-        return [TensorInput(row, preprocessed=True) for row in array]
+        return TensorBatch(array, preprocessed=True)
     if tensor.dtype == types_pb2.DT_UINT8:
         array = _numbers(tensor, name, "<u1", tensor.int_val)
         if array.ndim not in (3, 4):
@@ -115,7 +116,7 @@ def inputs_from_tensor(tensor: tensor_pb2.TensorProto, name: str) -> list[Input]
                 f"input {name!r} must be DT_UINT8 [batch, height, width(, channels)], "
                 f"not {list(array.shape)}"
             )
-        return [TensorInput(row) for row in array]
+        return TensorBatch(array)
     dtype = _DTYPE_NAMES.get(tensor.dtype, str(tensor.dtype))
     raise InvalidInput(
         f"input {name!r} is {dtype}; expected DT_FLOAT (model input), DT_UINT8 (pixels) "
@@ -142,7 +143,7 @@ def classify_request_from_predict(
         )
     version, label = version_choice(request.model_spec)
     inputs = inputs_from_tensor(request.inputs[signature.input], signature.input)
-    return ClassifyRequest(request.model_spec.name, inputs, version, label)
+    return ClassifyRequest(request.model_spec.name, inputs, version, label, top_k=0)
 
 
 def _tensor_shape(dims: list[int]) -> tensor_shape_pb2.TensorShapeProto:
