@@ -6,14 +6,12 @@
     clfbatch report images-cifar10.csv                 # recompute the metrics of a report
     clfbatch watch ./inbox --model cifar10 --out ./labelled   # auto-label arrivals, each once
 
-Exit codes: 0 done; 1 some files failed and --fail-on-error was given; 2 bad input (unknown
-model or version, missing or empty folder, report exists, bad labels file); 3 server
-unreachable or failing; 130 interrupted (only `<report>.partial` is left).
+Exit codes are listed in `batch.errors`; an interrupted run leaves only `<report>.partial`.
+Every option can also be set as a `CLFBATCH_<OPTION>` variable (`batch.options`).
 """
 
 from __future__ import annotations
 
-import enum
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -21,20 +19,12 @@ from typing import Annotated
 import typer
 
 from batch.backends import DEFAULT_REPOSITORY, open_backend
+from batch.errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_SERVER, EXIT_USAGE, BatchError
+from batch.options import command
 from batch.report import read_report, report_labels
-from batch.runner import (
-    EXIT_FILE_ERRORS,
-    EXIT_INTERRUPTED,
-    EXIT_SERVER,
-    EXIT_USAGE,
-    BatchError,
-    RunOptions,
-    count_images,
-    run_folder,
-    summary_prefix,
-)
-from batch.summary import Tally, summary_text, write_summary
-from batch.watch_cli import watch
+from batch.runner import RunSettings, count_images, run_folder
+from batch.summary import Tally, summary_prefix, summary_text, write_summary
+from batch.watch.cli import watch
 from serve.errors import ModelNotFound, ServeError, VersionNotFound
 
 app = typer.Typer(
@@ -43,11 +33,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-class Format(enum.StrEnum):
-    csv = "csv"
-    jsonl = "jsonl"
 
 
 def _err(message: str) -> None:
@@ -60,72 +45,35 @@ def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 
 @app.command()
-def run(
-    folder: Annotated[Path, typer.Argument(help="Folder of images to classify.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name in the repository.")],
-    version: Annotated[int | None, typer.Option(help="Model version (default: newest).")] = None,
-    repository: Annotated[Path, typer.Option(help="Model repository.")] = DEFAULT_REPOSITORY,
-    server: Annotated[
-        str | None, typer.Option(help="HOST:PORT of a clfserve to classify through.")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Report file (default: ./<folder>-<model>.<format>).")
-    ] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing report.")] = False,
-    labels: Annotated[
-        str, typer.Option(help="True labels: auto (class-named sub-folders), none, or FILE.csv.")
-    ] = "auto",
-    recursive: Annotated[bool, typer.Option(help="Descend into sub-folders.")] = True,
-    batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Images per model call (default: by input size).")
-    ] = None,
-    top_k: Annotated[int, typer.Option(min=1, help="Labels and scores kept per image.")] = 3,
-    format: Annotated[Format, typer.Option("--format", help="Report format.")] = Format.csv,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
-    fail_on_error: Annotated[
-        bool, typer.Option(help="Exit 1 when any file could not be classified.")
-    ] = False,
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="Reader threads (default: min(4, CPUs)).")
-    ] = None,
-) -> None:
+@command(RunSettings)
+def run(settings: RunSettings) -> None:
     """Classify every image in FOLDER into a report (and metrics when labels are known)."""
-    report = out or Path.cwd() / f"{folder.resolve().name}-{model}.{format.value}"
-    if report.exists() and not force:
+    s = settings
+    report = s.report
+    if report.exists() and not s.force:
         raise _fail(f"{report} exists; pass --force to overwrite it or --out for another name")
-    if labels not in ("auto", "none") and not Path(labels).is_file():
-        raise _fail(f"labels file {labels} does not exist (use auto, none or a CSV file)")
+    if s.labels not in ("auto", "none") and not Path(s.labels).is_file():
+        raise _fail(f"labels file {s.labels} does not exist (use auto, none or a CSV file)")
     if not report.parent.is_dir():
         raise _fail(f"cannot write the report: {report.parent} is not a folder")
-    options = RunOptions(
-        folder=folder,
-        out=report,
-        labels=labels,
-        recursive=recursive,
-        batch_size=batch_size,
-        top_k=top_k,
-        format=format.value,
-        quiet=quiet,
-        workers=workers,
-    )
     try:
-        counts = count_images(folder, recursive)
-        backend = open_backend(model, version=version, repository=repository, server=server)
+        counts = count_images(s.folder, s.recursive)
+        backend = open_backend(s.model, version=s.version, repository=s.repository, server=s.server)
     except BatchError as exc:
         raise _fail(str(exc), exc.code) from None
     except (ModelNotFound, VersionNotFound) as exc:
-        where = f"server {server}" if server else f"repository {repository}"
+        where = f"server {s.server}" if s.server else f"repository {s.repository}"
         raise _fail(f"{exc} (in {where})") from None
     except ServeError as exc:
-        if server:
-            raise _fail(f"cannot use clfserve at {server}: {exc}", EXIT_SERVER) from None
+        if s.server:
+            raise _fail(f"cannot use clfserve at {s.server}: {exc}", EXIT_SERVER) from None
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
         raise _fail("interrupted before any file was classified", EXIT_INTERRUPTED) from None
     except Exception as exc:  # a broken SavedModel raises whatever TensorFlow raises
-        raise _fail(f"cannot load model {model!r}: {exc}") from None
+        raise _fail(f"cannot load model {s.model!r}: {exc}") from None
     try:
-        result = run_folder(options, backend, warn=_err, counts=counts)
+        result = run_folder(s, backend, warn=_err, counts=counts)
     except BatchError as exc:
         raise _fail(str(exc), exc.code) from None
     except KeyboardInterrupt:
@@ -137,15 +85,15 @@ def run(
         raise _fail(f"{exc}; incomplete rows left in {report}.partial", EXIT_SERVER) from None
     finally:
         backend.close()
-    if not quiet:
+    if not s.quiet:
         metrics = result.tally.metrics()
         if metrics is not None:
             print(summary_text(metrics))
         print(f"report: {result.report}")
         for path in result.summary_files:
             print(f"summary: {path}")
-        print(f"{model} v{backend.version}: {result.summary_line()}")
-    if fail_on_error and result.tally.errors:
+        print(f"{s.model} v{backend.version}: {result.summary_line()}")
+    if s.fail_on_error and result.tally.errors:
         raise typer.Exit(EXIT_FILE_ERRORS)
 
 

@@ -12,27 +12,25 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from batch.backends import Backend
+from batch.reader import Read, ReadAhead
 from batch.report import ReportRow
-from serve.errors import ServeError
+from serve.dataplane import top_k as rank
 from serve.manifest import Preprocessing
-from serve.preprocess import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, preprocess_bytes
+from serve.preprocess import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 # `make bench-batch` (README): on a shared 2-CPU box, batches of 32-256 32x32x3 images were within
 # noise of each other and 512 slower; 128 of them (~400k floats) is the default, scaled by size.
 _FLOATS_PER_BATCH = 128 * 32 * 32 * 3
 _FILES_PER_TASK = 8  # files one reader task decodes: fewer futures, same overlap
-# Pillow names the in-memory buffer in its messages; it means nothing in a report.
-_MEMORY_REPR = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>")
 
 
 @dataclass(frozen=True)
@@ -100,32 +98,12 @@ def walk_images(
             stack.extend(reversed(subfolders))
 
 
-def read_image(path: Path, pre: Preprocessing, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """One file -> the model's float32 input. Raises ServeError or OSError."""
-    return preprocess_bytes(path.read_bytes(), pre, max_pixels=max_pixels)
-
-
-def _load(item: ImageFile, pre: Preprocessing, max_pixels: int) -> np.ndarray | str:
-    try:
-        return read_image(item.path, pre, max_pixels)
-    except FileNotFoundError:
-        return "file vanished before it could be read"
-    except ServeError as exc:
-        return _MEMORY_REPR.sub("", str(exc))
-    except OSError as exc:
-        return f"cannot read file: {exc.strerror or exc}"
-
-
 def rows_for(
-    backend: Backend, items: list[ImageFile], probs: np.ndarray, top_k: int
+    backend: Backend, items: Sequence[ImageFile], probs: np.ndarray, top_k: int
 ) -> list[ReportRow]:
     """Report rows for classified files from their probabilities."""
-    labels = backend.labels
-    k = max(1, min(top_k, len(labels)))
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k].tolist()
     rows = []
-    for item, p, best in zip(items, probs.tolist(), order, strict=True):
-        top = tuple((labels[i], p[i]) for i in best)
+    for item, p, top in zip(items, probs.tolist(), rank(probs, backend.labels, top_k), strict=True):
         rows.append(
             ReportRow(
                 path=item.relative,
@@ -133,11 +111,40 @@ def rows_for(
                 version=backend.version,
                 predicted=top[0][0],
                 confidence=top[0][1],
-                top_k=top,
+                top_k=tuple(top),
                 probabilities=tuple(p),
                 true_label=item.true_label,
             )
         )
+    return rows
+
+
+def error_row(backend: Backend, item: ImageFile, error: str) -> ReportRow:
+    """The row of a file that could not be classified."""
+    return ReportRow(
+        path=item.relative,
+        model=backend.model,
+        version=backend.version,
+        true_label=item.true_label,
+        error=error,
+    )
+
+
+def classify_chunk(
+    backend: Backend, items: Sequence[ImageFile], reads: Sequence[Read], top_k: int
+) -> list[ReportRow | None]:
+    """One model call for the files that were read; an error row for the others, and None
+    where the reader's check rejected the file. Rows in the order of `items`."""
+    good = [(i, read) for i, read in enumerate(reads) if isinstance(read, np.ndarray)]
+    rows: list[ReportRow | None] = [
+        error_row(backend, item, read) if isinstance(read, str) else None
+        for item, read in zip(items, reads, strict=True)
+    ]
+    if good:
+        probs = backend.classify(np.stack([read for _, read in good]))
+        classified = [items[i] for i, _ in good]
+        for (i, _), row in zip(good, rows_for(backend, classified, probs, top_k), strict=True):
+            rows[i] = row
     return rows
 
 
@@ -161,9 +168,9 @@ def classify_files(
     per_task = max(1, min(_FILES_PER_TASK, size))
     ahead = max(2 * size, 4 * workers * per_task) // per_task  # tasks in flight
     source = iter(files)
-    window: deque[tuple[list[ImageFile], Future[list[np.ndarray | str]]]] = deque()
-    ready: deque[tuple[ImageFile, np.ndarray | str]] = deque()
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="clfbatch-read")
+    window: deque[tuple[list[ImageFile], Future[list[Read]]]] = deque()
+    ready: deque[tuple[ImageFile, Read]] = deque()
+    pool = ReadAhead(workers, max_pixels=max_pixels)
     try:
 
         def refill() -> None:
@@ -171,51 +178,25 @@ def classify_files(
                 items = list(itertools.islice(source, per_task))
                 if not items:
                     return
-                window.append((items, pool.submit(_load_all, items, pre, max_pixels)))
+                window.append((items, pool.submit([item.path for item in items], pre)))
 
         refill()
         while window or ready:
-            images = sum(not isinstance(result, str) for _, result in ready)
+            images = sum(not isinstance(read, str) for _, read in ready)
             while window and images < size:
                 items, future = window.popleft()
-                results = future.result()
+                reads = future.result()
                 refill()
-                ready.extend(zip(items, results, strict=True))
-                images += sum(not isinstance(result, str) for result in results)
+                ready.extend(zip(items, reads, strict=True))
+                images += sum(not isinstance(read, str) for read in reads)
             chunk = []
             taken = 0
             while ready and taken < size:
-                item, result = ready.popleft()
-                chunk.append((item, result))
-                taken += not isinstance(result, str)
-            yield from _classify_chunk(backend, chunk, top_k)
+                item, read = ready.popleft()
+                chunk.append((item, read))
+                taken += not isinstance(read, str)
+            items = [item for item, _ in chunk]
+            rows = classify_chunk(backend, items, [read for _, read in chunk], top_k)
+            yield from (row for row in rows if row is not None)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _load_all(
-    items: list[ImageFile], pre: Preprocessing, max_pixels: int
-) -> list[np.ndarray | str]:
-    return [_load(item, pre, max_pixels) for item in items]
-
-
-def _classify_chunk(
-    backend: Backend, chunk: list[tuple[ImageFile, np.ndarray | str]], top_k: int
-) -> list[ReportRow]:
-    good = [i for i, (_, result) in enumerate(chunk) if not isinstance(result, str)]
-    rows: list[ReportRow | None] = [None] * len(chunk)
-    if good:
-        probs = backend.classify(np.stack([chunk[i][1] for i in good]))
-        items = [chunk[i][0] for i in good]
-        for i, row in zip(good, rows_for(backend, items, probs, top_k), strict=True):
-            rows[i] = row
-    for i, (item, result) in enumerate(chunk):
-        if isinstance(result, str):
-            rows[i] = ReportRow(
-                path=item.relative,
-                model=backend.model,
-                version=backend.version,
-                true_label=item.true_label,
-                error=result,
-            )
-    return [row for row in rows if row is not None]
+        pool.close()

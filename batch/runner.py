@@ -1,47 +1,66 @@
 """One `clfbatch run`: a folder and a backend -> a committed report and, with labels, a summary.
 
-options = RunOptions(folder=Path("images"), out=Path("images-cifar10.csv"))
+options = RunSettings(folder=Path("images"), model="cifar10", out=Path("images-cifar10.csv"))
 result = run_folder(options, open_backend("cifar10"), warn=print)
 """
 
 from __future__ import annotations
 
-import csv
+import enum
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
-from batch.backends import Backend
+from batch.backends import DEFAULT_REPOSITORY, Backend
+from batch.errors import BatchError
+from batch.labels import label_source
+from batch.options import Arg, Opt
 from batch.pipeline import ImageFile, WalkCounts, classify_files, walk_images
 from batch.progress import make_progress
 from batch.report import ReportFormat, ReportWriter
-from batch.summary import Tally, write_summary
+from batch.summary import Tally, write_report_summary
 
-EXIT_OK, EXIT_FILE_ERRORS, EXIT_USAGE, EXIT_SERVER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-_LABEL_COLUMNS = ("label", "true_label", "class", "y_true")
 _PROGRESS_STEP = 32
 
 
-class BatchError(Exception):
-    """A problem the user can fix: printed as one line, the process exits with `code`."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
+class Format(enum.StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
 
 
 @dataclass(frozen=True)
-class RunOptions:
-    folder: Path
-    out: Path
-    labels: str = "auto"  # "auto", "none" or a CSV file of path,label
-    recursive: bool = True
-    batch_size: int | None = None
-    top_k: int = 3
-    format: ReportFormat = "csv"
-    quiet: bool = False
-    workers: int | None = None
+class RunSettings:
+    """Every option of `clfbatch run` (each also a `CLFBATCH_*` variable, see batch.options)."""
+
+    folder: Annotated[Path, Arg("Folder of images to classify.")]
+    model: Annotated[str, Opt("Model name in the repository.", ("--model", "-m"))]
+    version: Annotated[int | None, Opt("Model version (default: newest).")] = None
+    repository: Annotated[Path, Opt("Model repository.")] = DEFAULT_REPOSITORY
+    server: Annotated[str | None, Opt("HOST:PORT of a clfserve to classify through.")] = None
+    out: Annotated[Path | None, Opt("Report file (default: ./<folder>-<model>.<format>).")] = None
+    force: Annotated[bool, Opt("Overwrite an existing report.")] = False
+    labels: Annotated[
+        str, Opt("True labels: auto (class-named sub-folders), none, or FILE.csv.")
+    ] = "auto"
+    recursive: Annotated[bool, Opt("Descend into sub-folders.")] = True
+    batch_size: Annotated[
+        int | None, Opt("Images per model call (default: by input size).", min=1)
+    ] = None
+    top_k: Annotated[int, Opt("Labels and scores kept per image.", min=1)] = 3
+    format: Annotated[Format, Opt("Report format.", ("--format",))] = Format.csv
+    quiet: Annotated[bool, Opt("No progress or summary.", ("--quiet", "-q"))] = False
+    fail_on_error: Annotated[bool, Opt("Exit 1 when any file could not be classified.")] = False
+    workers: Annotated[int | None, Opt("Reader threads (default: min(4, CPUs)).", min=1)] = None
+
+    @property
+    def report(self) -> Path:
+        return self.out or Path.cwd() / f"{self.folder.resolve().name}-{self.model}.{self.format}"
+
+    @property
+    def report_format(self) -> ReportFormat:
+        return "jsonl" if self.format == Format.jsonl else "csv"
 
 
 @dataclass
@@ -88,59 +107,13 @@ def count_images(folder: Path, recursive: bool) -> WalkCounts:
     return counts
 
 
-def read_labels_file(path: Path) -> dict[str, str]:
-    """`path,label` rows (header optional; paths relative to the folder) -> {path: label}."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            records = [r for r in csv.reader(handle) if r and any(c.strip() for c in r)]
-    except OSError as exc:
-        raise BatchError(f"cannot read labels file {path}: {exc.strerror or exc}") from exc
-    path_col, label_col = 0, 1
-    if records:
-        header = [c.strip().lower() for c in records[0]]
-        if "path" in header or any(name in header for name in _LABEL_COLUMNS):
-            path_col = header.index("path") if "path" in header else 0
-            label_col = next((header.index(n) for n in _LABEL_COLUMNS if n in header), 1)
-            records = records[1:]
-    labels = {}
-    for number, record in enumerate(records, start=1):
-        if len(record) <= max(path_col, label_col):
-            raise BatchError(f"{path}: row {number} needs a path and a label: {record}")
-        labels[Path(record[path_col].strip()).as_posix()] = record[label_col].strip()
-    return labels
-
-
-def label_source(
-    spec: str, classes: tuple[str, ...], warn: Callable[[str], None]
-) -> Callable[[str], str | None]:
-    """relative path -> true label, for `--labels auto|none|FILE.csv`."""
-    if spec == "none":
-        return lambda relative: None
-    if spec == "auto":
-        known = set(classes)
-
-        def from_folder(relative: str) -> str | None:
-            parts = relative.split("/")
-            return parts[-2] if len(parts) > 1 and parts[-2] in known else None
-
-        return from_folder
-    mapping = read_labels_file(Path(spec))
-    unknown = sorted(set(mapping.values()) - set(classes))
-    if unknown:
-        warn(
-            f"warning: {spec} names classes the model does not have: {', '.join(unknown)} "
-            f"(model classes: {', '.join(classes)}); those files are left out of the metrics"
-        )
-    return lambda relative: mapping.get(relative)
-
-
-def _files(options: RunOptions, truth: Callable[[str], str | None]) -> Iterator[ImageFile]:
+def _files(options: RunSettings, truth: Callable[[str], str | None]) -> Iterator[ImageFile]:
     for relative, path in walk_images(options.folder, recursive=options.recursive):
         yield ImageFile(path, relative, truth(relative))
 
 
 def run_folder(
-    options: RunOptions,
+    options: RunSettings,
     backend: Backend,
     *,
     warn: Callable[[str], None],
@@ -150,12 +123,13 @@ def run_folder(
 
     An exception (Ctrl-C, a server that went away) leaves only `<report>.partial`.
     """
+    report = options.report
     counts = counts or count_images(options.folder, options.recursive)
     truth = label_source(options.labels, backend.labels, warn)
     tally = Tally(backend.labels)
     started = time.monotonic()
     with (
-        ReportWriter(options.out, backend.labels, options.format) as writer,
+        ReportWriter(report, backend.labels, options.report_format) as writer,
         make_progress(counts.images, quiet=options.quiet) as progress,
     ):
         rows = classify_files(
@@ -176,24 +150,16 @@ def run_folder(
                 done = errors = 0
         progress.advance(done, errors)
         writer.commit()
-    result = RunResult(options.out, tally, counts.skipped, time.monotonic() - started)
+    result = RunResult(report, tally, counts.skipped, time.monotonic() - started)
     if tally.unknown_labels:
         names = ", ".join(sorted(tally.unknown_labels))
         warn(f"warning: {sum(tally.unknown_labels.values())} files have unknown labels: {names}")
-    metrics = tally.metrics()
-    if metrics is not None:
-        extra = {
-            "report": str(options.out),
-            "model": backend.model,
-            "version": backend.version,
-            "files": tally.files,
-            "errors": tally.errors,
-            "elapsed_seconds": round(result.elapsed, 3),
-        }
-        result.summary_files = write_summary(metrics, summary_prefix(options.out), extra)
+    extra = {
+        "model": backend.model,
+        "version": backend.version,
+        "files": tally.files,
+        "errors": tally.errors,
+        "elapsed_seconds": round(result.elapsed, 3),
+    }
+    result.summary_files = write_report_summary(tally, report, extra)
     return result
-
-
-def summary_prefix(report: Path) -> Path:
-    """`run.csv` -> `run` (the summary files are `run.summary.txt`, ...)."""
-    return report.with_suffix("") if report.suffix else report

@@ -15,15 +15,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from batch.fsutil import atomic_write
 from batch.metrics import ClassificationMetrics
 from batch.report import ReportRow
 
@@ -93,16 +92,9 @@ def confusion_csv(metrics: ClassificationMetrics) -> str:
     return buffer.getvalue()
 
 
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file in the same folder, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def summary_prefix(report: Path) -> Path:
+    """`run.csv` -> `run` (the summary files are `run.summary.txt`, ...)."""
+    return report.with_suffix("") if report.suffix else report
 
 
 def summary_paths(prefix: Path) -> list[Path]:
@@ -121,9 +113,19 @@ def write_summary(
 
     text_path, json_path, csv_path, png_path = summary_paths(prefix)
     document = {**dict(extra or {}), **metrics.to_dict(), "report_text": metrics.report_text()}
-    _atomic_write(text_path, lambda p: p.write_text(summary_text(metrics), encoding="utf-8"))
-    _atomic_write(json_path, lambda p: p.write_text(json.dumps(document, indent=2) + "\n"))
-    _atomic_write(csv_path, lambda p: p.write_text(confusion_csv(metrics), encoding="utf-8"))
+    atomic_write(text_path, lambda p: p.write_text(summary_text(metrics), encoding="utf-8"))
+    atomic_write(json_path, lambda p: p.write_text(json.dumps(document, indent=2) + "\n"))
+    atomic_write(csv_path, lambda p: p.write_text(confusion_csv(metrics), encoding="utf-8"))
     title = f"confusion matrix\naccuracy {metrics.accuracy:.3f} on {metrics.total} images"
-    _atomic_write(png_path, lambda p: plot_confusion(metrics.labels, metrics.confusion, p, title))
+    atomic_write(png_path, lambda p: plot_confusion(metrics.labels, metrics.confusion, p, title))
     return [text_path, json_path, csv_path, png_path]
+
+
+def write_report_summary(
+    tally: Tally, report: Path, extra: Mapping[str, Any] | None = None
+) -> list[Path]:
+    """The summary files beside `report` (`run` and `watch` alike); none without labelled rows."""
+    metrics = tally.metrics()
+    if metrics is None:
+        return []
+    return write_summary(metrics, summary_prefix(report), {"report": str(report), **(extra or {})})

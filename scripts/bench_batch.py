@@ -33,8 +33,9 @@ import numpy as np  # noqa: E402
 from training.data import extract_archive, find_root  # noqa: E402
 
 from batch.backends import LocalBackend  # noqa: E402
-from batch.pipeline import ImageFile, classify_files, read_image, walk_images  # noqa: E402
-from batch.runner import RunOptions, run_folder  # noqa: E402
+from batch.pipeline import ImageFile, classify_files, walk_images  # noqa: E402
+from batch.reader import read_image  # noqa: E402
+from batch.runner import RunSettings, run_folder  # noqa: E402
 from serve.repository import resolve  # noqa: E402
 
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10.tar.gz"
@@ -156,7 +157,9 @@ def main() -> None:
         )
 
         def pipeline() -> int:
-            options = RunOptions(folder, scratch / "report.csv", quiet=True, workers=args.workers)
+            options = RunSettings(
+                folder, backend.model, out=scratch / "report.csv", quiet=True, workers=args.workers
+            )
             return run_folder(options, backend, warn=print).tally.files
 
         ours = timed("clfbatch pipeline (thread pool, report, metrics)", pipeline)

@@ -62,7 +62,7 @@ def dataset_files(
 class Daemon:
     def __init__(self, inbox: Path, out: Path, args: list[str], log: Path) -> None:
         self.log = log
-        command = [sys.executable, "-m", "batch.watch_cli", str(inbox), "--out", str(out), *args]
+        command = [sys.executable, "-m", "batch", "watch", str(inbox), "--out", str(out), *args]
         with log.open("w") as handle:
             self.process = subprocess.Popen(command, env=ENV, stdout=handle, stderr=handle)
         deadline = time.monotonic() + 300

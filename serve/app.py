@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import sys
@@ -29,7 +28,8 @@ from watchdog.observers import Observer
 
 from serve.dataplane import DataPlane
 from serve.grpc.server import GrpcServer
-from serve.loader import load
+from serve.loader import loader_for
+from serve.logs import JsonFormatter
 from serve.metrics import ServeMetrics
 from serve.registry import Loader
 from serve.settings import Settings
@@ -55,9 +55,10 @@ class _Wake(FileSystemEventHandler):
 class App:
     """One clfserve instance: `await start()`, then `await stop()`."""
 
-    def __init__(self, settings: Settings, *, loader: Loader = load) -> None:
+    def __init__(self, settings: Settings, *, loader: Loader | None = None) -> None:
         self.settings = settings
         self.metrics = ServeMetrics()
+        loader = loader or loader_for(settings.runtime)  # tests pass their own
         self.dataplane = DataPlane(settings, self.metrics, loader=loader, on_change=self._changed)
         self.grpc = GrpcServer(settings, self.dataplane)
         self.port = self.grpc.port
@@ -141,23 +142,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await app.stop()
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if settings.log_format == "json":
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)

@@ -1,7 +1,7 @@
 """`clfbatch watch`: classify images as they arrive in an inbox, each exactly once.
 
 The main loop notices files (watchdog events + a periodic rescan), waits until they settle,
-groups them into micro-batches and hands each batch to the `Worker`, which journals every step
+groups them into micro-batches and hands each batch to `BatchWork`, which journals every step
 before taking it. At start, whatever a crash left unfinished is completed first. SIGTERM/SIGINT
 finish the current batch and return 0; errors that may pass (a full disk, a server away) are
 retried with backoff while the files wait in the inbox.
@@ -24,16 +24,18 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from batch.backends import Backend, open_backend
-from batch.inbox import EventSource, Inbox, Settler
-from batch.journal import Entry, Identity, Journal, NewFile
+from batch.errors import BatchError
+from batch.fsutil import Identity
+from batch.labels import read_labels_file
 from batch.pipeline import preferred_batch_size
 from batch.report import read_report
-from batch.runner import read_labels_file, summary_prefix
-from batch.summary import Tally, summary_paths, write_summary
-from batch.watch_predict import Rows
-from batch.watch_report import AppendReport, ReportMismatch
-from batch.watch_settings import WatchError, WatchSettings, check_folders, hold_lock
-from batch.watch_work import Worker, describe
+from batch.summary import Tally, summary_paths, summary_prefix, write_report_summary
+from batch.watch.inbox import EventSource, Inbox, Settler
+from batch.watch.journal import Entry, Journal, NewFile
+from batch.watch.predict import Rows
+from batch.watch.report import AppendReport, ReportMismatch
+from batch.watch.settings import WatchSettings, check_folders, hold_lock
+from batch.watch.work import BatchWork, describe
 from serve.errors import InvalidInput, ManifestError, ModelNotFound, ServeError, VersionNotFound
 from serve.repository import resolve
 
@@ -68,12 +70,12 @@ class WatchDaemon:
         signal.signal(signal.SIGINT, self.request_stop)
 
     def run(self) -> int:
-        """Watch until stopped. Raises WatchError (and the backends' errors) at start."""
+        """Watch until stopped. Raises BatchError (and the backends' errors) at start."""
         s = self.settings
         check_folders(s)
         with ExitStack() as stack:
             stack.callback(hold_lock(s.out).close)
-            labels_file = read_labels_file(s.labels_file) if s.labels_file else None
+            labels_file = read_labels_file(s.labels) if s.labels else None
             backend = open_backend(
                 s.model, version=s.version, repository=s.repository, server=s.server
             )
@@ -81,22 +83,22 @@ class WatchDaemon:
             if unknown := sorted(set((labels_file or {}).values()) - set(backend.labels)):
                 log.warning(
                     "%s names classes the model does not have: %s (left out of the metrics)",
-                    s.labels_file,
+                    s.labels,
                     ", ".join(unknown),
                 )
             stack.callback(lambda: worker.backend.close() if worker else backend.close())
-            worker: Worker | None = None
+            worker: BatchWork | None = None
             journal = Journal(s.journal_path)
             stack.callback(journal.close)
             report = AppendReport(s.report_path, backend.labels)
             try:
                 report.open()
             except ReportMismatch as exc:
-                raise WatchError(str(exc)) from None
+                raise BatchError(str(exc)) from None
             tally = Tally(backend.labels)
             for row in read_report(report.path):
                 tally.add(row)
-            worker = Worker(
+            worker = BatchWork(
                 backend=backend,
                 journal=journal,
                 report=report,
@@ -119,7 +121,7 @@ class WatchDaemon:
         log.info("stopped")
         return 0
 
-    def _attempt(self, worker: Worker, work: Callable[[], None]) -> bool:
+    def _attempt(self, worker: BatchWork, work: Callable[[], None]) -> bool:
         """Run one unit of work; on failure log it and wait (backoff) before the next try."""
         try:
             work()
@@ -141,7 +143,7 @@ class WatchDaemon:
         self._backoff = 0.0
         return True
 
-    def _loop(self, worker: Worker, inbox: Inbox) -> None:
+    def _loop(self, worker: BatchWork, inbox: Inbox) -> None:
         s = self.settings
         settler = Settler(s.settle)
         next_scan = next_reload = 0.0
@@ -151,7 +153,7 @@ class WatchDaemon:
                 inbox.root,
                 worker.backend.model,
                 worker.backend.version,
-                s.action,
+                s.action.value,
             )
             while not self.stop.is_set():
                 if self._needs_recovery:
@@ -162,12 +164,12 @@ class WatchDaemon:
                 now = time.monotonic()
                 if now >= next_reload and not self._queue and not self._pending:
                     self._maybe_reload(worker)
-                    next_reload = now + s.reload
+                    next_reload = now + s.reload_s
                 if now >= next_scan:
                     for path in inbox.scan():
                         if path not in self._queue:
                             settler.note(path)
-                    next_scan = now + s.rescan
+                    next_scan = now + s.rescan_s
                 for path, closed in events.drain().items():
                     if path not in self._queue:
                         settler.note(path, closed=closed)
@@ -189,7 +191,7 @@ class WatchDaemon:
             wait = min(wait, max(0.02, self.settings.settle / 4))
         return max(0.005, wait)
 
-    def _enqueue(self, worker: Worker, inbox: Inbox, ready: list[tuple[Path, Identity]]) -> None:
+    def _enqueue(self, worker: BatchWork, inbox: Inbox, ready: list[tuple[Path, Identity]]) -> None:
         if not ready:
             return
         known = worker.journal.known(ready)
@@ -199,7 +201,11 @@ class WatchDaemon:
             if not self._queue:
                 self._queued_at = time.monotonic()
             self._queue[path] = NewFile(
-                path, inbox.relative(path), identity, self.settings.action, inbox.true_label(path)
+                path,
+                inbox.relative(path),
+                identity,
+                self.settings.action.value,
+                inbox.true_label(path),
             )
 
     def _batch_due(self) -> bool:
@@ -208,7 +214,7 @@ class WatchDaemon:
         waited = time.monotonic() - self._queued_at
         return len(self._queue) >= self._batch_max or waited >= self.settings.batch_wait
 
-    def _step(self, worker: Worker, *, take: bool) -> None:
+    def _step(self, worker: BatchWork, *, take: bool) -> None:
         """Take a new batch in (it is read, decoded and classified in the background) and
         finish the previous one (record, place, report) meanwhile."""
         fresh: list[Entry] = []
@@ -224,7 +230,7 @@ class WatchDaemon:
             assert previous is not None
             self._finish(worker, current, previous.result())
 
-    def _finish(self, worker: Worker, entries: list[Entry], predicted: Rows) -> None:
+    def _finish(self, worker: BatchWork, entries: list[Entry], predicted: Rows) -> None:
         started = time.monotonic()
         reported = worker.advance(entries, predicted)
         self._summary_due |= any(e.true_label for e in reported)
@@ -238,7 +244,7 @@ class WatchDaemon:
             worker.backend.version,
         )
 
-    def _recover(self, worker: Worker) -> None:
+    def _recover(self, worker: BatchWork) -> None:
         """Finish whatever a crash or a failed batch left between seen and reported."""
         unfinished = worker.journal.unfinished()
         if not unfinished:
@@ -249,24 +255,18 @@ class WatchDaemon:
         log.info("recovered %d files", len(unfinished))
         self._summary_due = True
 
-    def _write_summary(self, worker: Worker, *, force: bool = False) -> None:
+    def _write_summary(self, worker: BatchWork, *, force: bool = False) -> None:
         if not self._summary_due or (
             not force and time.monotonic() - self._summary_at < SUMMARY_INTERVAL
         ):
             return
-        metrics = worker.tally.metrics()
-        if metrics is not None:
-            extra = {
-                "report": str(worker.report.path),
-                "model": worker.backend.model,
-                "version": worker.backend.version,
-                "files": worker.tally.files,
-            }
-            write_summary(metrics, summary_prefix(worker.report.path), extra)
+        backend = worker.backend
+        extra = {"model": backend.model, "version": backend.version, "files": worker.tally.files}
+        write_report_summary(worker.tally, worker.report.path, extra)
         self._summary_due = False
         self._summary_at = time.monotonic()
 
-    def _maybe_reload(self, worker: Worker) -> None:
+    def _maybe_reload(self, worker: BatchWork) -> None:
         """Between batches: switch to a newer version of the model, if one appeared."""
         s = self.settings
         if s.version is not None:

@@ -27,15 +27,11 @@ from types import TracebackType
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from batch.journal import Identity
+from batch.fsutil import Identity, identity_of
 from serve.preprocess import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 TEMP_SUFFIXES = frozenset({".part", ".tmp", ".crdownload", ".partial", ".swp", ".download"})
-
-
-def identity_of(stat: os.stat_result) -> Identity:
-    return (stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
 def is_temporary(name: str) -> bool:
@@ -156,7 +152,7 @@ class Inbox:
 
 
 @dataclass
-class _Pending:
+class _Settling:
     identity: Identity
     changed_at: float  # monotonic time the identity was last seen to change
 
@@ -173,11 +169,11 @@ class Settler:
 
     def __init__(self, settle: float) -> None:
         self.settle = settle
-        self._pending: dict[Path, _Pending] = {}
+        self._settling: dict[Path, _Settling] = {}
         self._ready: dict[Path, Identity] = {}
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._settling)
 
     def note(self, path: Path, *, closed: bool = False) -> None:
         """Something happened to `path` (an event, or the rescan found it)."""
@@ -186,37 +182,37 @@ class Settler:
         except OSError:
             stat = None
         if stat is None or not S_ISREG(stat.st_mode):  # gone, or a link, FIFO, device ...
-            self._pending.pop(path, None)
+            self._settling.pop(path, None)
             self._ready.pop(path, None)
             return
         identity = identity_of(stat)
         old = (time.time_ns() - stat.st_mtime_ns) / 1e9 >= self.settle
         if closed or old:
-            self._pending.pop(path, None)
+            self._settling.pop(path, None)
             self._ready[path] = identity
             return
         self._ready.pop(path, None)
-        pending = self._pending.get(path)
-        if pending is None or pending.identity != identity:
-            self._pending[path] = _Pending(identity, time.monotonic())
+        settling = self._settling.get(path)
+        if settling is None or settling.identity != identity:
+            self._settling[path] = _Settling(identity, time.monotonic())
 
     def ready(self) -> list[tuple[Path, Identity]]:
         """Files that are complete by the rules above; each is returned once."""
         ready, self._ready = list(self._ready.items()), {}
         now = time.monotonic()
-        for path, pending in list(self._pending.items()):
-            if now - pending.changed_at < self.settle:
+        for path, settling in list(self._settling.items()):
+            if now - settling.changed_at < self.settle:
                 continue
             try:
                 identity = identity_of(path.lstat())
             except OSError:
-                del self._pending[path]
+                del self._settling[path]
                 continue
-            if identity != pending.identity:
-                self._pending[path] = _Pending(identity, now)
+            if identity != settling.identity:
+                self._settling[path] = _Settling(identity, now)
                 continue
             ready.append((path, identity))
-            del self._pending[path]
+            del self._settling[path]
         return ready
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batch.fsutil import Identity
+
 SEEN, CLASSIFIED, PLACED, REPORTED, SUPERSEDED = (
     "seen",
     "classified",
@@ -41,7 +43,7 @@ CREATE TABLE IF NOT EXISTS files (
     action TEXT NOT NULL,          -- move, copy, link or none, fixed when the file is seen
     true_label TEXT,
     seen_at REAL NOT NULL,         -- wall-clock time the file was taken into a batch
-    outcome TEXT,                  -- JSON of the classification (batch.watch_work); NULL once final
+    outcome TEXT,                  -- JSON of the classification (batch.watch.work); NULL once final
     dest TEXT,                     -- planned destination (absolute), NULL when not placed
     row TEXT,                      -- its exact report line; NULL once final
     report_offset INTEGER,         -- where that row starts in the report
@@ -53,7 +55,6 @@ CREATE INDEX IF NOT EXISTS files_open ON files(state) WHERE state NOT IN ('repor
 """
 
 _OPEN = "state NOT IN ('reported', 'superseded')"
-Identity = tuple[int, int, int]  # size, mtime_ns, inode: a file's version at one path
 
 
 @dataclass(frozen=True)

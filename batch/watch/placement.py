@@ -22,8 +22,7 @@ from collections.abc import Callable, Iterable
 from enum import Enum
 from pathlib import Path
 
-from batch.inbox import identity_of
-from batch.journal import Identity
+from batch.fsutil import Identity, identity_of
 
 ACTIONS: tuple[str, ...] = ("move", "copy", "link", "none")
 _CROSS_DEVICE = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP)
@@ -58,15 +57,6 @@ def free_name(
         number += 1
         candidate = folder / f"{stem}-{number}{suffix}"
     return candidate
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make renames and links inside `folder` durable (a power cut, not only a kill)."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _copy_synced(src: Path, tmp: Path) -> None:

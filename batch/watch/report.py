@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from batch.placement import fsync_dir
+from batch.fsutil import fsync_dir
 from batch.report import (
     ReportFormat,
     ReportRow,

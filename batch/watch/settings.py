@@ -7,43 +7,66 @@ with hold_lock(settings.out): ...
 
 from __future__ import annotations
 
+import enum
 import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Annotated
 
 from batch.backends import DEFAULT_REPOSITORY
+from batch.errors import BatchError
+from batch.options import Arg, Opt
 
 STATE_DIR = ".clfwatch"
 
 
-class WatchError(Exception):
-    """A problem at start the user must fix (exit code 2)."""
+class Action(enum.StrEnum):
+    move = "move"
+    copy = "copy"
+    link = "link"
+    none = "none"
 
 
 @dataclass(frozen=True)
 class WatchSettings:
-    """Every option of `clfbatch watch`; times in seconds."""
+    """Every option of `clfbatch watch` (each also a `CLFBATCH_*` variable, see batch.options)."""
 
-    inbox: Path
-    out: Path
-    model: str
-    version: int | None = None
-    repository: Path = DEFAULT_REPOSITORY
-    server: str | None = None
-    action: str = "move"
-    min_confidence: float = 0.0
-    report: Path | None = None  # default: OUT/labels.csv
-    settle: float = 1.0
-    batch_max: int | None = None  # default: the model's preferred batch (as clfbatch run)
-    batch_wait: float = 0.1
-    recursive: bool = False
-    labels_file: Path | None = None
-    top_k: int = 3
-    rescan: float = 2.0
-    reload: float = 5.0  # how often to look for a newer model version
-    journal: Path | None = None  # default: OUT/.clfwatch/journal.sqlite
+    inbox: Annotated[Path, Arg("Folder to watch for incoming images.")]
+    model: Annotated[str, Opt("Model name in the repository.", ("--model", "-m"))]
+    out: Annotated[Path, Opt("Output folder: OUT/<label>/, _uncertain, _rejected.")]
+    version: Annotated[int | None, Opt("Pin a model version (default: newest, followed live).")] = (
+        None
+    )
+    repository: Annotated[Path, Opt("Model repository.")] = DEFAULT_REPOSITORY
+    server: Annotated[str | None, Opt("HOST:PORT of a clfserve to classify through.")] = None
+    action: Annotated[Action, Opt("What to do with each file.")] = Action.move
+    min_confidence: Annotated[
+        float, Opt("Below it, files go to OUT/_uncertain/.", min=0.0, max=1.0)
+    ] = 0.0
+    report: Annotated[Path | None, Opt("Report CSV/JSONL (default: OUT/labels.csv).")] = None
+    settle_ms: Annotated[int, Opt("A file must keep its size and mtime this long.", min=0)] = 1000
+    batch_max: Annotated[
+        int | None, Opt("Most files per micro-batch (default: as clfbatch run's).", min=1)
+    ] = None
+    batch_ms: Annotated[int, Opt("Longest wait for a micro-batch to fill.", min=0)] = 100
+    recursive: Annotated[bool, Opt("Watch every sub-folder too.")] = False
+    labels: Annotated[Path | None, Opt("CSV of path,label: true labels for arriving files.")] = None
+    top_k: Annotated[int, Opt("Labels and scores kept per image.", min=1)] = 3
+    rescan_s: Annotated[float, Opt("Full rescan period (backs up lost events).", min=0.05)] = 2.0
+    reload_s: Annotated[float, Opt("How often to look for a newer model version.", min=0.1)] = 5.0
+    journal: Annotated[
+        Path | None, Opt("Journal file (default: OUT/.clfwatch/journal.sqlite).")
+    ] = None
+    log_json: Annotated[bool, Opt("Log one JSON object per line.")] = False
+
+    @property
+    def settle(self) -> float:
+        return self.settle_ms / 1000
+
+    @property
+    def batch_wait(self) -> float:
+        return self.batch_ms / 1000
 
     @property
     def report_path(self) -> Path:
@@ -61,15 +84,17 @@ def hold_lock(out: Path) -> IO[str]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise WatchError(f"another clfbatch watch is already writing to {out}") from None
+        raise BatchError(f"another clfbatch watch is already writing to {out}") from None
     return handle
 
 
 def check_folders(settings: WatchSettings) -> None:
     """A missing inbox or an unwritable output folder stops the daemon before it starts."""
     inbox = settings.inbox
+    if settings.labels is not None and not settings.labels.is_file():
+        raise BatchError(f"labels file {settings.labels} does not exist")
     if not inbox.is_dir():
-        raise WatchError(
+        raise BatchError(
             f"inbox {inbox} {'is not a folder' if inbox.exists() else 'does not exist'}"
         )
     try:
@@ -78,6 +103,6 @@ def check_folders(settings: WatchSettings) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise WatchError(
+        raise BatchError(
             f"output folder {settings.out} is not writable: {exc.strerror or exc}"
         ) from None

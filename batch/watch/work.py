@@ -1,6 +1,6 @@
 """The watch daemon's work on one batch: classify, place, report, each step journaled first.
 
-`Worker.advance(entries)` takes journal entries in any state and carries each one to `reported`
+`BatchWork.advance(entries)` takes journal entries in any state and carries each one to `reported`
 (or `superseded`). A fresh batch and the leftovers of a crash go through the same code, so
 recovery is not a separate, rarely-run path: it is the normal path started half way.
 """
@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from batch.backends import Backend
-from batch.journal import CLASSIFIED, PLACED, REPORTED, SEEN, SUPERSEDED, Entry, Journal
-from batch.placement import Collision, State, check, free_name, fsync_dir
-from batch.placement import place as place_file
+from batch.fsutil import fsync_dir
 from batch.report import ReportRow
 from batch.summary import Tally
-from batch.watch_predict import VANISHED_ERROR, Predictor, Rows
-from batch.watch_report import AppendReport, render
+from batch.watch.journal import CLASSIFIED, PLACED, REPORTED, SEEN, SUPERSEDED, Entry, Journal
+from batch.watch.placement import Collision, State, check, free_name
+from batch.watch.placement import place as place_file
+from batch.watch.predict import VANISHED_ERROR, Predictor, Rows
+from batch.watch.report import AppendReport, render
 
 log = logging.getLogger(__name__)
 UNCERTAIN, REJECTED = "_uncertain", "_rejected"
@@ -57,7 +58,7 @@ def _outcome(row: ReportRow, folder: str | None) -> dict[str, Any]:
     return {**fields, "folder": folder}
 
 
-class Worker:
+class BatchWork:
     """Owns the journal, the report, the running tally and the predictor (with the backend);
     used by the main loop only."""
 

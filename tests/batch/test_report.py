@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 from sklearn.metrics import classification_report, confusion_matrix
 
+from batch.errors import BatchError
+from batch.labels import label_source, read_labels_file
 from batch.report import ReportRow, ReportWriter, read_report, report_labels
-from batch.runner import BatchError, label_source, read_labels_file
 from batch.summary import Tally, summary_paths, write_summary
 
 LABELS = ("cat", "dog", "fox")

@@ -25,14 +25,14 @@ def watch_env() -> dict[str, str]:
 
 
 class Daemon:
-    """`python -m batch.watch_cli INBOX --out OUT ...`, its stderr in a log file."""
+    """`clfbatch watch INBOX --out OUT ...` (`python -m batch watch`), stderr in a log file."""
 
     def __init__(self, inbox: Path, out: Path, *args: str | Path, log: Path) -> None:
         self.out = out
         self.log = log
         self._log_start = log.stat().st_size if log.exists() else 0
         self._log_handle = log.open("a")
-        command = [sys.executable, "-m", "batch.watch_cli", str(inbox), "--out", str(out)]
+        command = [sys.executable, "-m", "batch", "watch", str(inbox), "--out", str(out)]
         self.process = subprocess.Popen(
             [*command, *map(str, args)],
             env=watch_env(),

@@ -20,7 +20,7 @@ import pytest
 
 from batch.backends import open_backend
 from serve.preprocess import preprocess_bytes
-from tests.batch.watch_helpers import (
+from tests.batch.watch.helpers import (
     FAST,
     Daemon,
     assert_exactly_once,
@@ -263,7 +263,7 @@ def test_copy_action_never_takes_a_file_twice_and_new_versions_are_picked_up(
         wait_rows(report, 20, daemon)
         # A second daemon on the same output folder would break exactly-once: refused.
         second = subprocess.run(
-            [sys.executable, "-m", "batch.watch_cli", str(inbox), "--out", str(out), *args],
+            [sys.executable, "-m", "batch", "watch", str(inbox), "--out", str(out), *args],
             env=watch_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert second.returncode == 2 and "already" in second.stderr, second.stderr
@@ -296,7 +296,7 @@ def test_copy_action_never_takes_a_file_twice_and_new_versions_are_picked_up(
 
 def _watch(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "batch.watch_cli", *map(str, args)],
+        [sys.executable, "-m", "batch", "watch", *map(str, args)],
         env=watch_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 

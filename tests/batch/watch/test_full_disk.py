@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.batch.watch_helpers import FAST, Daemon, assert_exactly_once, report_rows, wait_rows
+from tests.batch.watch.helpers import FAST, Daemon, assert_exactly_once, report_rows, wait_rows
 from tests.images import encode
 
 pytestmark = pytest.mark.slow

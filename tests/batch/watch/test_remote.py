@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.batch.watch_helpers import (
+from tests.batch.watch.helpers import (
     FAST,
     Daemon,
     assert_exactly_once,

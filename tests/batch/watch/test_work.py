@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from batch.backends import Backend, open_backend
-from batch.inbox import identity_of
-from batch.journal import PLACED, REPORTED, SUPERSEDED, Journal, NewFile
+from batch.fsutil import identity_of
 from batch.summary import Tally
-from batch.watch_predict import VANISHED_ERROR
-from batch.watch_report import AppendReport
-from batch.watch_work import Worker
-from tests.batch.watch_helpers import assert_exactly_once, image_bytes, report_rows
+from batch.watch.journal import PLACED, REPORTED, SUPERSEDED, Journal, NewFile
+from batch.watch.predict import VANISHED_ERROR
+from batch.watch.report import AppendReport
+from batch.watch.work import BatchWork
+from tests.batch.watch.helpers import assert_exactly_once, image_bytes, report_rows
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +39,13 @@ class Setup:
         for name, data in self.originals.items():
             (self.inbox / name).write_bytes(data)
         self.report_path = self.out / "labels.csv"
-        self.workers: list[Worker] = []
+        self.workers: list[BatchWork] = []
 
-    def worker(self) -> Worker:
+    def worker(self) -> BatchWork:
         """A fresh worker, as after a restart (the report is opened and repaired first)."""
         report = AppendReport(self.report_path, self.backend.labels)
         report.open()
-        worker = Worker(
+        worker = BatchWork(
             backend=self.backend,
             journal=Journal(self.out / ".clfwatch" / "journal.sqlite"),
             report=report,
@@ -57,14 +57,14 @@ class Setup:
         self.workers.append(worker)
         return worker
 
-    def seen(self, worker: Worker, action: str = "move") -> list:
+    def seen(self, worker: BatchWork, action: str = "move") -> list:
         files = [
             NewFile(path, path.name, identity_of(path.stat()), action)
             for path in sorted(self.inbox.iterdir())
         ]
         return worker.journal.add_seen(files)
 
-    def restart(self) -> Worker:
+    def restart(self) -> BatchWork:
         worker = self.worker()
         worker.advance(worker.journal.unfinished())
         return worker
