@@ -1,12 +1,16 @@
-"""Load a SavedModel version as a `Classifier`. The only serving module that imports TensorFlow.
+"""Load a SavedModel version as a `Classifier`. The only serving module that calls TensorFlow
+(`serve.artefacts` imports it too, to convert a SavedModel for LiteRT).
 
-classifier = load(version)        # a ModelVersion from serve.repository
-probs = classifier.predict(batch)  # float32 [N, H, W, C] -> float32 [N, classes]
+classifier = load(version)                   # a ModelVersion from serve.repository
+classifier = load(version, runtime="auto")   # LiteRT where it is faster (serve.runtime)
+probs = classifier.predict(batch)            # float32 [N, H, W, C] -> float32 [N, classes]
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -53,8 +57,21 @@ class SavedModelClassifier:
         self.predict(np.zeros((1, *self.input_shape), dtype=np.float32))
 
 
-def load(version: ModelVersion) -> SavedModelClassifier:
-    """Load and warm one version. Raises whatever TensorFlow raises for a broken SavedModel."""
+def load(version: ModelVersion, runtime: str = "tensorflow") -> Classifier:
+    """Load and warm one version on `runtime` ("tensorflow", "litert" or "auto").
+
+    Raises whatever TensorFlow raises for a broken SavedModel; a runtime that cannot serve the
+    version leaves it on TensorFlow (see `serve.runtime`).
+    """
     classifier = SavedModelClassifier(str(version.path), version.manifest)
     classifier.warm_up()
-    return classifier
+    if runtime == "tensorflow":
+        return classifier
+    from serve.runtime import with_runtime
+
+    return with_runtime(version, classifier, runtime)
+
+
+def loader_for(runtime: str) -> Callable[[ModelVersion], Classifier]:
+    """`load` bound to one runtime, for `serve.registry.ModelRegistry(loader=...)`."""
+    return functools.partial(load, runtime=runtime)

@@ -92,6 +92,32 @@ class Signature:
 
 
 @dataclass(frozen=True)
+class Artefact:
+    """A runtime's copy of the model beside the SavedModel (e.g. `model.tflite` for LiteRT).
+
+    `source_sha256` is the SavedModel's digest it was converted from (see
+    `serve.artefacts.saved_model_digest`): an artefact whose source differs is stale.
+    """
+
+    file: str
+    sha256: str
+    converter: str = ""
+    source_sha256: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Artefact:
+        try:
+            return cls(
+                file=str(data["file"]),
+                sha256=str(data["sha256"]),
+                converter=str(data.get("converter", "")),
+                source_sha256=str(data.get("source_sha256", "")),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ManifestError(f"bad artefact entry: {exc!r}") from exc
+
+
+@dataclass(frozen=True)
 class Manifest:
     task: str
     version: int
@@ -103,6 +129,7 @@ class Manifest:
     training: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     schema: int = SCHEMA_VERSION
+    artefacts: dict[str, Artefact] = field(default_factory=dict)  # by runtime name; optional
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -114,7 +141,7 @@ class Manifest:
         return float(value) if value is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "schema": self.schema,
             "task": self.task,
             "version": self.version,
@@ -127,6 +154,9 @@ class Manifest:
             "training": self.training,
             "created": self.created,
         }
+        if self.artefacts:  # absent from manifests written before runtimes existed
+            data["artefacts"] = {name: asdict(a) for name, a in sorted(self.artefacts.items())}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
@@ -143,6 +173,10 @@ class Manifest:
                 training=dict(data.get("training", {})),
                 created=str(data.get("created", "")),
                 schema=int(data.get("schema", SCHEMA_VERSION)),
+                artefacts={
+                    str(name): Artefact.from_dict(entry)
+                    for name, entry in dict(data.get("artefacts", {})).items()
+                },
             )
         except ManifestError:
             raise

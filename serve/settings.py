@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     max_message_mb: float = Field(16.0, gt=0, description="largest request message, in MiB")
     max_images: int = Field(256, ge=1, description="most inputs in one request")
     decode_threads: int = Field(2, ge=1, description="threads decoding and resizing images")
+    runtime: Literal["auto", "tensorflow", "litert"] = Field(
+        "auto", description="inference runtime: auto (LiteRT where faster) | tensorflow | litert"
+    )
     max_pixels: int = Field(40_000_000, ge=1, description="largest decoded image, in pixels")
     metrics_port: int | None = Field(
         8502, ge=0, le=65535, description="Prometheus port (0 picks one; unset disables)"

@@ -1,0 +1,102 @@
+"""A `Classifier` on LiteRT (`ai-edge-litert`, XNNPACK CPU delegate) from a `.tflite` flatbuffer.
+
+An Interpreter is not thread-safe and resizing its input re-plans the whole graph, so this
+keeps one interpreter per batch size (the most recently used `max_interpreters` of them) and
+lets one thread at a time use them.
+
+    classifier = LiteRTClassifier(Path("trained/mnist/3/model.tflite").read_bytes(), labels, shape)
+    probs = classifier.predict(batch)  # float32 [N, H, W, C] -> float32 [N, classes]
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+THREADS_ENV = "CLFSERVE_LITERT_THREADS"
+
+
+def default_threads() -> int:
+    """`$CLFSERVE_LITERT_THREADS`, else every CPU (as TensorFlow's intra-op pool)."""
+    configured = os.environ.get(THREADS_ENV)
+    return int(configured) if configured else max(1, os.cpu_count() or 1)
+
+
+class _Slot:
+    """One interpreter allocated for one batch size, with its input and output indices."""
+
+    def __init__(self, interpreter: Any, shape: tuple[int, ...]) -> None:
+        index = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(index, list(shape), strict=False)
+        interpreter.allocate_tensors()
+        self.interpreter = interpreter
+        self.input = index
+        self.output = interpreter.get_output_details()[0]["index"]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self.input, batch)
+        self.interpreter.invoke()
+        return np.asarray(self.interpreter.get_tensor(self.output), dtype=np.float32)
+
+
+class LiteRTClassifier:
+    """The flatbuffer's one input -> one output, run on LiteRT. Raises ValueError on a bad model."""
+
+    def __init__(
+        self,
+        model: bytes,
+        labels: tuple[str, ...],
+        input_shape: tuple[int, int, int],
+        *,
+        threads: int | None = None,
+        max_interpreters: int = 16,
+    ) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter_class = Interpreter
+        self._model = model
+        self._threads = threads or default_threads()
+        self._max = max(1, max_interpreters)
+        self._slots: OrderedDict[int, _Slot] = OrderedDict()
+        self._lock = threading.Lock()
+        self.labels = labels
+        self.input_shape = input_shape
+        probe = self._new_interpreter()  # a corrupt or foreign flatbuffer fails here, at load
+        inputs, outputs = probe.get_input_details(), probe.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"expected one input and one output, not {len(inputs)}/{len(outputs)}")
+        if tuple(inputs[0]["shape_signature"][1:]) != input_shape:
+            raise ValueError(
+                f"model input {inputs[0]['shape_signature']} is not [N, *{input_shape}]"
+            )
+        if int(outputs[0]["shape_signature"][-1]) != len(labels):
+            raise ValueError(
+                f"model has {outputs[0]['shape_signature'][-1]} outputs, not {len(labels)}"
+            )
+
+    def _new_interpreter(self) -> Any:
+        return self._interpreter_class(model_content=self._model, num_threads=self._threads)
+
+    def _slot(self, size: int) -> _Slot:
+        slot = self._slots.get(size)
+        if slot is None:
+            slot = _Slot(self._new_interpreter(), (size, *self.input_shape))
+            self._slots[size] = slot
+            while len(self._slots) > self._max:
+                self._slots.popitem(last=False)
+        else:
+            self._slots.move_to_end(size)
+        return slot
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != self.input_shape:
+            raise ValueError(f"expected [N, *{self.input_shape}], got {list(batch.shape)}")
+        if len(batch) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        with self._lock:
+            return self._slot(len(batch)).run(batch)

@@ -1,0 +1,137 @@
+"""Choosing a version's inference runtime: TensorFlow (the SavedModel), LiteRT, or `auto`.
+
+`litert` serves every batch with LiteRT; `auto` measures both runtimes at warm-up and uses
+LiteRT only for the batch sizes where it was faster at every measured size up to them, so no
+batch size is slower than TensorFlow. Either way LiteRT must first agree with TensorFlow to
+within `TOLERANCE` on a few synthetic inputs; a runtime that cannot be used (no package,
+missing, corrupt or stale artefact, failed conversion, disagreement) leaves the version on
+TensorFlow with one warning line.
+
+    classifier = with_runtime(version, tensorflow_classifier, "auto")
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Literal, get_args
+
+import numpy as np
+
+from serve.artefacts import ArtefactError, litert_model
+from serve.loader import Classifier
+from serve.repository import ModelVersion
+
+log = logging.getLogger(__name__)
+Runtime = Literal["auto", "tensorflow", "litert"]
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
+TOLERANCE = 1e-4  # largest probability difference accepted against TensorFlow
+CHECK_IMAGES = 8
+MEASURE_SIZES = (1, 8, 32, 128)
+MEASURE_BUDGET = 0.25  # seconds of timed calls per runtime and batch size, at most
+MEASURE_SLOWEST = 0.1  # seconds per TensorFlow call beyond which larger sizes are not measured
+
+
+class RuntimeRefused(Exception):
+    """The runtime's outputs disagree with TensorFlow's beyond TOLERANCE."""
+
+
+class BySize:
+    """LiteRT for batches of at most `limit` images, TensorFlow above (a measured crossover)."""
+
+    def __init__(self, fast: Classifier, reference: Classifier, limit: float) -> None:
+        self.fast, self.reference, self.limit = fast, reference, limit
+        self.labels = reference.labels
+        self.input_shape = reference.input_shape
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        chosen = self.fast if len(batch) <= self.limit else self.reference
+        return chosen.predict(batch)
+
+
+def check_inputs(version: ModelVersion, count: int = CHECK_IMAGES) -> np.ndarray:
+    """Deterministic synthetic images in the model's input range (pixels 0..255, preprocessed)."""
+    pre = version.manifest.preprocessing
+    pixels = np.random.default_rng(0).integers(0, 256, (count, *pre.input_shape))
+    return (pixels * pre.scale + pre.offset).astype(np.float32)
+
+
+def largest_difference(candidate: Classifier, reference: Classifier, inputs: np.ndarray) -> float:
+    return float(np.max(np.abs(candidate.predict(inputs) - reference.predict(inputs))))
+
+
+def _seconds_per_call(predict: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> float:
+    predict(batch)  # the first call at a size pays for allocation
+    times: list[float] = []
+    while len(times) < 3 or (sum(times) < MEASURE_BUDGET and len(times) < 20):
+        start = time.perf_counter()
+        predict(batch)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def measured_limit(fast: Classifier, reference: Classifier, sizes: tuple[int, ...]) -> float:
+    """The largest batch size up to which `fast` won at every measured size (inf: all of them).
+
+    Sizes past one where a TensorFlow call took MEASURE_SLOWEST are not measured (a slow load):
+    the limit is then the last size measured.
+    """
+    limit = 0.0
+    rng = np.random.default_rng(1)
+    for size in sizes:
+        batch = rng.random((size, *reference.input_shape), dtype=np.float32)
+        fast_s = _seconds_per_call(fast.predict, batch)
+        reference_s = _seconds_per_call(reference.predict, batch)
+        log.debug(
+            "batch %d: LiteRT %.3f ms, TensorFlow %.3f ms", size, fast_s * 1e3, reference_s * 1e3
+        )
+        if fast_s >= reference_s:
+            return limit
+        limit = float(size)
+        if reference_s > MEASURE_SLOWEST and size != sizes[-1]:
+            return limit
+    return math.inf
+
+
+def open_litert(version: ModelVersion, reference: Classifier) -> tuple[Classifier, str]:
+    """LiteRT for the version, checked against `reference`; raises with the reason it cannot."""
+    from serve.litert import LiteRTClassifier  # ImportError when ai-edge-litert is absent
+
+    flatbuffer, origin = litert_model(version)
+    manifest = version.manifest
+    try:
+        lite = LiteRTClassifier(flatbuffer, manifest.classes, manifest.input_shape)
+    except (ValueError, RuntimeError) as exc:
+        raise ArtefactError(f"{origin} is not a usable LiteRT model: {exc}") from exc
+    difference = largest_difference(lite, reference, check_inputs(version))
+    if not difference <= TOLERANCE:  # NaN included
+        raise RuntimeRefused(
+            f"{origin} disagrees with the SavedModel by {difference:.3g} (> {TOLERANCE:g})"
+        )
+    return lite, origin
+
+
+def with_runtime(version: ModelVersion, tensorflow: Classifier, runtime: str) -> Classifier:
+    """The version's classifier for `runtime`, given its warmed TensorFlow classifier."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
+    if runtime == "tensorflow":
+        return tensorflow
+    name = f"{version.name} v{version.version}"
+    try:
+        lite, origin = open_litert(version, tensorflow)
+    except (ImportError, ArtefactError, RuntimeRefused) as exc:
+        log.warning("%s: LiteRT refused, TensorFlow serves it: %s", name, exc)
+        return tensorflow
+    if runtime == "litert":
+        log.info("%s: LiteRT serves it (%s)", name, origin)
+        return lite
+    limit = measured_limit(lite, tensorflow, MEASURE_SIZES)
+    if limit == 0:
+        log.info("%s: auto: TensorFlow was faster at batch 1; TensorFlow serves it", name)
+        return tensorflow
+    shown = "every batch" if math.isinf(limit) else f"batches <= {limit:.0f}"
+    log.info("%s: auto: LiteRT serves %s, TensorFlow above (%s)", name, shown, origin)
+    return BySize(lite, tensorflow, limit)
