@@ -3,6 +3,10 @@
 
 python scripts/train.py --task mnist --data ../shared/datasets/mnist.tar.gz
 python scripts/train.py --task cifar10 --arch tutorial --epochs 30
+python scripts/train.py --task cifar10 --arch fast --resume   # after an interruption
+
+Every epoch is checkpointed under ~/.cache/clfserve/runs/ (or $CLFSERVE_CACHE/clfserve/runs/);
+--resume with the same options continues from the last complete epoch.
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ def train(
         str | None, typer.Option(help="model name in the repository (default: task)")
     ] = None,
     repository: Annotated[Path, typer.Option(help="model repository root")] = Path("trained"),
+    resume: Annotated[
+        bool, typer.Option(help="continue an interrupted run with the same options")
+    ] = False,
 ) -> None:
     """Train TASK with ARCH and write trained/<task>/<next version>/."""
     try:
@@ -98,6 +105,7 @@ def train(
         val_fraction=val_fraction,
         name=name or spec.name,
         repository=repository,
+        resume=resume,
     )
     started = time.monotonic()
     try:

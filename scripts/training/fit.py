@@ -1,11 +1,11 @@
-"""Compile and fit a Keras model: tf.data pipeline, augmentation, schedule, early stopping and
-best-weights checkpointing on a validation split held out of train."""
+"""Compile and fit a Keras model: resumable batches, augmentation, optimizer and schedule,
+early stopping and best-weights selection on a validation split held out of train, and a
+checkpoint after every epoch (see `training.checkpoint`)."""
 
 from __future__ import annotations
 
 import math
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +13,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from training.checkpoint import EpochCheckpoint
 from training.data import Split
-from training.tasks import Augment
+from training.fastnet import BiasScaledSGD, Triangular
+from training.pipeline import augmenter, eval_batches, train_batches
+from training.tasks import Augment, Nesterov
+
+__all__ = ["FitOptions", "augmenter", "fit", "predict"]
 
 
 @dataclass(frozen=True)
@@ -28,48 +33,17 @@ class FitOptions:
     patience: int
     augment: Augment
     seed: int
+    checkpoint_dir: Path
+    resume: bool = False  # continue from the checkpoint in `checkpoint_dir` if there is one
+    sgd: Nesterov | None = None  # None: Adam (AdamW with weight decay)
+    keep_best: bool = True  # end with the best-val_accuracy epoch's weights, not the last
     verbose: int | None = None  # None: a progress bar on a terminal, one line per epoch otherwise
-
-
-def augmenter(augment: Augment, seed: int) -> keras.Sequential | None:
-    if not augment.any:
-        return None
-    stack: list[keras.layers.Layer] = []
-    # one layer per axis: Keras' "horizontal_and_vertical" draws one coin for both axes, so it
-    # only ever produces the 180-degree turn, never a single mirror
-    if augment.flip:
-        stack.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if augment.vertical_flip:
-        stack.append(keras.layers.RandomFlip("vertical", seed=seed + 1))
-    if augment.rotation:
-        stack.append(keras.layers.RandomRotation(augment.rotation, fill_mode="nearest", seed=seed))
-    if augment.zoom:
-        stack.append(keras.layers.RandomZoom(augment.zoom, fill_mode="nearest", seed=seed))
-    if augment.shift:
-        stack.append(
-            keras.layers.RandomTranslation(
-                augment.shift, augment.shift, fill_mode="reflect", seed=seed
-            )
-        )
-    return keras.Sequential(stack, name="augment")
-
-
-def dataset(split: Split, batch: int, *, shuffle: bool, seed: int, aug: keras.Sequential | None):
-    data = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
-    if shuffle:
-        data = data.shuffle(len(split.labels), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch)
-    if aug is not None:
-        data = data.map(
-            lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
-        )
-    return data.prefetch(tf.data.AUTOTUNE)
 
 
 def optimizer(options: FitOptions, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     rate: float | keras.optimizers.schedules.LearningRateSchedule = options.learning_rate
+    total = max(1, options.epochs * steps_per_epoch)
     if options.schedule == "cosine":
-        total = max(1, options.epochs * steps_per_epoch)
         warmup = min(total // 10, 3 * steps_per_epoch)
         rate = keras.optimizers.schedules.CosineDecay(
             options.learning_rate / 10,
@@ -77,6 +51,20 @@ def optimizer(options: FitOptions, steps_per_epoch: int) -> keras.optimizers.Opt
             alpha=0.01,
             warmup_target=options.learning_rate,
             warmup_steps=warmup,
+        )
+    elif options.schedule == "triangular":
+        rate = Triangular(options.learning_rate, total)
+    if options.sgd is not None:
+        sgd = options.sgd
+        return BiasScaledSGD(
+            rate,
+            momentum=sgd.momentum,
+            nesterov=True,
+            weight_decay=options.weight_decay or None,
+            bias_lr_scale=sgd.bias_lr_scale,
+            use_ema=bool(sgd.lookahead_every),
+            ema_momentum=sgd.lookahead_momentum,
+            ema_overwrite_frequency=sgd.lookahead_every or None,
         )
     if options.weight_decay:
         return keras.optimizers.AdamW(rate, weight_decay=options.weight_decay)
@@ -97,40 +85,43 @@ def sparse_smoothed_loss(n_classes: int, smoothing: float):
 
 def fit(
     model: keras.Model, train: Split, val: Split, options: FitOptions
-) -> dict[str, list[float]]:
-    """Early stopping on val_loss; the weights of the best val_accuracy epoch are kept."""
+) -> tuple[dict[str, list[float]], int]:
+    """Train to `options.epochs` or early stopping on val_loss. Returns the per-epoch history
+    (with `seconds` per epoch) across interruptions, and how many epochs a resume skipped."""
     steps = math.ceil(len(train.labels) / options.batch_size)
     model.compile(
         optimizer=optimizer(options, steps),
         loss=sparse_smoothed_loss(len(train.classes), options.label_smoothing),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
-    aug = augmenter(options.augment, options.seed)
-    train_data = dataset(train, options.batch_size, shuffle=True, seed=options.seed, aug=aug)
-    val_data = dataset(val, 256, shuffle=False, seed=options.seed, aug=None)
-    verbose = options.verbose if options.verbose is not None else (1 if sys.stdout.isatty() else 2)
-    with tempfile.TemporaryDirectory(prefix="clf-ckpt-") as scratch:
-        best = Path(scratch) / "best.weights.h5"
-        callbacks = [
-            keras.callbacks.ModelCheckpoint(
-                str(best),
-                monitor="val_accuracy",
-                mode="max",
-                save_best_only=True,
-                save_weights_only=True,
+    checkpoint = EpochCheckpoint(options.checkpoint_dir, options.patience)
+    if options.resume and checkpoint.restore(model):
+        print(f"resuming after epoch {checkpoint.epochs_done} from {checkpoint.directory}")
+    else:
+        checkpoint.start_fresh()
+    first = checkpoint.epochs_done
+    if first < options.epochs and not checkpoint.stopped_early():
+        epochs = range(first, options.epochs)
+        verbose = (
+            options.verbose if options.verbose is not None else (1 if sys.stdout.isatty() else 2)
+        )
+        model.fit(
+            train_batches(
+                train, options.batch_size, seed=options.seed, epochs=epochs, augment=options.augment
             ),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=options.patience),
-        ]
-        history = model.fit(
-            train_data,
-            validation_data=val_data,
+            validation_data=eval_batches(val),
+            initial_epoch=first,
             epochs=options.epochs,
-            callbacks=callbacks,
+            steps_per_epoch=steps,
+            callbacks=[checkpoint],
+            shuffle=False,  # the batches are already in their (seed, epoch) order
             verbose=verbose,
         )
-        if best.exists():
-            model.load_weights(str(best))
-    return {key: [float(v) for v in values] for key, values in history.history.items()}
+    elif isinstance(model.optimizer, keras.optimizers.Optimizer):
+        model.optimizer.finalize_variable_values(model.trainable_variables)
+    if options.keep_best and checkpoint.best_weights.exists():
+        model.load_weights(str(checkpoint.best_weights))
+    return {**checkpoint.history, "seconds": checkpoint.epoch_seconds}, first
 
 
 def predict(function, images: np.ndarray, batch: int = 256) -> np.ndarray:

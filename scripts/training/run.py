@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ import tensorflow as tf
 
 from batch.metrics import ClassificationMetrics
 from serve.manifest import Manifest, Preprocessing
+from training.checkpoint import run_directory
 from training.data import Split, load_folder, load_keras, validation_split
 from training.export import serving_function, write_version
 from training.fit import FitOptions, fit, predict
@@ -34,6 +36,31 @@ class RunOptions:
     val_fraction: float
     name: str
     repository: Path
+    resume: bool = False  # continue the interrupted run with these same options, if any
+
+
+def checkpoint_dir(options: RunOptions, fingerprint: str) -> Path:
+    """Every option that changes the result keys the run, so --resume never mixes two runs."""
+    key = {
+        "task": options.task.name,
+        "architecture": options.architecture.name,
+        "recipe": asdict(options.architecture.recipe),
+        "preprocessing": options.preprocessing.to_dict(),
+        "data": fingerprint,
+        **{k: getattr(options, k) for k in ("epochs", "batch_size", "learning_rate", "patience")},
+        **{k: getattr(options, k) for k in ("seed", "val_fraction", "name")},
+    }
+    return run_directory(f"{options.name}-{options.architecture.name}", key)
+
+
+def float32_copy(model: keras.Model, build) -> keras.Model:
+    """The same weights in a float32 model: what is exported, evaluated and served."""
+    if model.dtype_policy.name == "float32":
+        return model
+    keras.mixed_precision.set_global_policy("float32")
+    copy = build(tuple(model.input_shape[1:]), int(model.output_shape[-1]))
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def load_data(options: RunOptions) -> tuple[Split, Split, str]:
@@ -54,20 +81,32 @@ def run(options: RunOptions) -> tuple[Path, Manifest]:
         f"skipped {len(train_all.skipped) + len(test.skipped)} unreadable",
         flush=True,
     )
-    recipe = options.architecture.recipe
-    model = options.architecture.build(options.preprocessing.input_shape, len(train_all.classes))
-    fit_options = FitOptions(
-        epochs=options.epochs,
-        batch_size=options.batch_size,
-        learning_rate=options.learning_rate,
-        schedule=recipe.schedule,
-        label_smoothing=recipe.label_smoothing,
-        weight_decay=recipe.weight_decay,
-        patience=options.patience,
-        augment=recipe.augment,
-        seed=options.seed,
-    )
-    history = fit(model, train, val, fit_options)
+    architecture = options.architecture
+    recipe = architecture.recipe
+    keras.mixed_precision.set_global_policy(recipe.precision)
+    try:
+        model = architecture.build(options.preprocessing.input_shape, len(train_all.classes))
+        if architecture.prepare is not None:
+            architecture.prepare(model, train.images)
+        fit_options = FitOptions(
+            epochs=options.epochs,
+            batch_size=options.batch_size,
+            learning_rate=options.learning_rate,
+            schedule=recipe.schedule,
+            label_smoothing=recipe.label_smoothing,
+            weight_decay=recipe.weight_decay,
+            patience=options.patience,
+            augment=recipe.augment,
+            seed=options.seed,
+            checkpoint_dir=checkpoint_dir(options, fingerprint),
+            resume=options.resume,
+            sgd=recipe.sgd,
+            keep_best=recipe.keep_best,
+        )
+        history, resumed_after = fit(model, train, val, fit_options)
+        model = float32_copy(model, architecture.build)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     compute = tf.function(serving_function(model, recipe.tta_flip))
     test_pred = predict(compute, test.images).argmax(axis=1)
     val_pred = predict(compute, val.images).argmax(axis=1)
@@ -99,6 +138,12 @@ def run(options: RunOptions) -> tuple[Path, Manifest]:
             "patience": options.patience,
             "augmentation": asdict(recipe.augment),
             "test_time_flip": recipe.tta_flip,
+            "optimizer": asdict(recipe.sgd) | {"name": "nesterov-sgd"} if recipe.sgd else "adam",
+            "weights": "best val_accuracy epoch" if recipe.keep_best else "last epoch",
+            "precision": recipe.precision,
+            "epoch_seconds": history["seconds"],
+            "train_seconds": round(sum(history["seconds"]), 1),
+            "resumed_after_epoch": resumed_after,
             "seed": options.seed,
             "validation_fraction": options.val_fraction,
             "data": str(options.data) if options.data else "keras download",
@@ -106,11 +151,16 @@ def run(options: RunOptions) -> tuple[Path, Manifest]:
             "train_images": len(train.labels),
             "validation_images": len(val.labels),
             "skipped_unreadable": len(train_all.skipped) + len(test.skipped),
-            "wall_time_seconds": round(time.monotonic() - started, 1),
+            # this process, plus the epochs of the interrupted ones it resumed
+            "wall_time_seconds": round(
+                time.monotonic() - started + sum(history["seconds"][:resumed_after]), 1
+            ),
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         },
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    return write_version(options.repository, model, manifest, history, tta_flip=recipe.tta_flip)
+    written = write_version(options.repository, model, manifest, history, tta_flip=recipe.tta_flip)
+    shutil.rmtree(fit_options.checkpoint_dir, ignore_errors=True)  # published: nothing to resume
+    return written
