@@ -11,6 +11,7 @@ gets the same probabilities whichever way it is classified.
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +25,14 @@ DEFAULT_REPOSITORY = Path("trained")
 CONNECT_TIMEOUT = 5.0
 _MAX_IMAGES = 128  # clfserve accepts 256 inputs per request by default
 _MAX_REQUEST_BYTES = 8 * 1024 * 1024  # and 16 MiB messages
+
+
+class Runtime(enum.StrEnum):
+    """Where a local model runs (`serve.runtime`): LiteRT where it is faster, or one of them."""
+
+    auto = "auto"
+    tensorflow = "tensorflow"
+    litert = "litert"
 
 
 class Backend(Protocol):
@@ -46,7 +55,7 @@ class Backend(Protocol):
 class LocalBackend:
     """A repository version loaded into this process (`serve.loader`), called via its signature."""
 
-    def __init__(self, version: ModelVersion) -> None:
+    def __init__(self, version: ModelVersion, runtime: str = Runtime.auto) -> None:
         from serve.loader import load  # imports TensorFlow: only when a local model is wanted
 
         self.model = version.name
@@ -54,7 +63,7 @@ class LocalBackend:
         self.labels = version.manifest.classes
         self.preprocessing = version.manifest.preprocessing
         self.manifest = version.manifest
-        self._classifier: Any = load(version)
+        self._classifier: Any = load(version, runtime=str(runtime))
 
     def classify(self, batch: np.ndarray) -> np.ndarray:
         if self._classifier is None:
@@ -140,6 +149,7 @@ def open_backend(
     version: int | None = None,
     repository: Path = DEFAULT_REPOSITORY,
     server: str | None = None,
+    runtime: str = Runtime.auto,
 ) -> Backend:
     """The in-process model (default) or, with `server="host:port"`, the served one.
 
@@ -147,7 +157,7 @@ def open_backend(
     """
     if server:
         return RemoteBackend(server, model, version)
-    return LocalBackend(resolve(Path(repository), model, version))
+    return LocalBackend(resolve(Path(repository), model, version), runtime)
 
 
 __all__ = [
@@ -155,6 +165,7 @@ __all__ = [
     "LocalBackend",
     "ModelNotFound",
     "RemoteBackend",
+    "Runtime",
     "ServeError",
     "VersionNotFound",
     "open_backend",

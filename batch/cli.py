@@ -58,7 +58,9 @@ def run(settings: RunSettings) -> None:
         raise _fail(f"cannot write the report: {report.parent} is not a folder")
     try:
         counts = count_images(s.folder, s.recursive)
-        backend = open_backend(s.model, version=s.version, repository=s.repository, server=s.server)
+        backend = open_backend(
+            s.model, version=s.version, repository=s.repository, server=s.server, runtime=s.runtime
+        )
     except BatchError as exc:
         raise _fail(str(exc), exc.code) from None
     except (ModelNotFound, VersionNotFound) as exc:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
-from batch.backends import DEFAULT_REPOSITORY, Backend
+from batch.backends import DEFAULT_REPOSITORY, Backend, Runtime
 from batch.errors import BatchError
 from batch.labels import label_source
 from batch.options import Arg, Opt
@@ -39,6 +39,7 @@ class RunSettings:
     version: Annotated[int | None, Opt("Model version (default: newest).")] = None
     repository: Annotated[Path, Opt("Model repository.")] = DEFAULT_REPOSITORY
     server: Annotated[str | None, Opt("HOST:PORT of a clfserve to classify through.")] = None
+    runtime: Annotated[Runtime, Opt("Local model runtime (docs/runtime.md).")] = Runtime.auto
     out: Annotated[Path | None, Opt("Report file (default: ./<folder>-<model>.<format>).")] = None
     force: Annotated[bool, Opt("Overwrite an existing report.")] = False
     labels: Annotated[

@@ -77,7 +77,11 @@ class WatchDaemon:
             stack.callback(hold_lock(s.out).close)
             labels_file = read_labels_file(s.labels) if s.labels else None
             backend = open_backend(
-                s.model, version=s.version, repository=s.repository, server=s.server
+                s.model,
+                version=s.version,
+                repository=s.repository,
+                server=s.server,
+                runtime=s.runtime,
             )
             self._batch_max = s.batch_max or preferred_batch_size(backend.preprocessing)
             if unknown := sorted(set((labels_file or {}).values()) - set(backend.labels)):
@@ -277,7 +281,9 @@ class WatchDaemon:
                 and resolve(s.repository, s.model).version <= worker.backend.version
             ):
                 return
-            fresh: Backend = open_backend(s.model, repository=s.repository, server=s.server)
+            fresh: Backend = open_backend(
+                s.model, repository=s.repository, server=s.server, runtime=s.runtime
+            )
         except (ManifestError, ModelNotFound, VersionNotFound, InvalidInput, OSError) as exc:
             log.warning("cannot look for a new model version: %s", exc)
             return

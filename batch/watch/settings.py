@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Annotated
 
-from batch.backends import DEFAULT_REPOSITORY
+from batch.backends import DEFAULT_REPOSITORY, Runtime
 from batch.errors import BatchError
 from batch.options import Arg, Opt
 
@@ -40,6 +40,7 @@ class WatchSettings:
     )
     repository: Annotated[Path, Opt("Model repository.")] = DEFAULT_REPOSITORY
     server: Annotated[str | None, Opt("HOST:PORT of a clfserve to classify through.")] = None
+    runtime: Annotated[Runtime, Opt("Local model runtime (docs/runtime.md).")] = Runtime.auto
     action: Annotated[Action, Opt("What to do with each file.")] = Action.move
     min_confidence: Annotated[
         float, Opt("Below it, files go to OUT/_uncertain/.", min=0.0, max=1.0)
