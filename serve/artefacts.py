@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import uuid
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
@@ -95,6 +96,12 @@ def write_litert(version_dir: Path, manifest: Manifest) -> Artefact:
         converter=converter_version(),
         source_sha256=saved_model_digest(version_dir),
     )
+
+
+def with_litert(version_dir: Path, manifest: Manifest) -> Manifest:
+    """`manifest` recording a freshly written `model.tflite` (the caller writes the manifest)."""
+    entry = write_litert(version_dir, manifest)
+    return replace(manifest, artefacts={**manifest.artefacts, LITERT: entry})
 
 
 def cache_root() -> Path:

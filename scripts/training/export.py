@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import logging
 import os
 import shutil
 import uuid
@@ -20,8 +21,11 @@ import keras
 import tensorflow as tf
 
 from batch.plots import plot_curves
+from serve.artefacts import with_litert
 from serve.manifest import Manifest
 from serve.repository import version_dirs
+
+log = logging.getLogger(__name__)
 
 
 class RepositoryError(OSError):
@@ -70,6 +74,16 @@ def save_saved_model(model: keras.Model, path: Path, manifest: Manifest, tta_fli
     tf.saved_model.save(module, str(path), signatures={signature.name: serve})
 
 
+def add_runtime_artefacts(version_dir: Path, manifest: Manifest) -> Manifest:
+    """Write `model.tflite` beside the SavedModel and record it; on failure the version ships
+    without it (the server then converts on load) and one warning says why."""
+    try:
+        return with_litert(version_dir, manifest)
+    except Exception as exc:  # the converter raises many types; the SavedModel is what counts
+        log.warning("no LiteRT artefact for %s: %s", manifest.task, str(exc)[:300])
+        return manifest
+
+
 def write_history(history: Mapping[str, Sequence[float]], path: Path) -> None:
     keys = list(history)
     with path.open("w", newline="") as handle:
@@ -107,7 +121,8 @@ def write_version(
     *,
     tta_flip: bool,
 ) -> tuple[Path, Manifest]:
-    """Write SavedModel, model.json, manifest, curves and history; returns the version path."""
+    """Write SavedModel, model.tflite, model.json, manifest, curves and history; returns the
+    version path."""
     task_dir = repository / manifest.task
     try:
         task_dir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +132,7 @@ def write_version(
     try:
         staging.mkdir()
         save_saved_model(model, staging, manifest, tta_flip)
+        manifest = add_runtime_artefacts(staging, manifest)
         (staging / "model.json").write_text(model.to_json(indent=2) + "\n")
         write_history(history, staging / "history.csv")
         plot_curves(history, staging / "curves.png")
