@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test lint typecheck check protos protos-check bench-serve bench-batch bench-watch train clean
+.PHONY: install demo test lint typecheck check protos protos-check bench-serve bench-batch bench-watch bench-runtime train clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench-batch: $(STAMP)
 
 bench-watch: $(STAMP)
 	$(PY) scripts/bench_watch.py
+
+bench-runtime: $(STAMP)
+	$(PY) scripts/bench_runtime.py
 
 # make train TASK=cifar10 [ARCH=tutorial]: one training run on the shared dataset archive
 train: $(STAMP)
