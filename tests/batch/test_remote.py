@@ -133,4 +133,4 @@ def test_unknown_model_or_version_on_the_server_exit_2(
         "run", folder, "--model", "rgb", "--version", "5", "--server", server, cwd=tmp_path
     )
     assert result.returncode == 2, result.stderr
-    assert "no version 5" in result.stderr and "1" in result.stderr
+    assert "no version 5" in result.stderr and "available versions: 1" in result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from serve.loader import load
+from serve.preprocess import preprocess_bytes
+from serve.repository import resolve
 from tests.conftest import REPO_ROOT
 from tests.images import encode, gray_pixels, rgb_pixels
 
@@ -75,6 +79,13 @@ class Daemon:
         self._log_handle.close()
 
 
+def unfinished(out: Path) -> int:
+    """Journal entries not yet reported (nor superseded)."""
+    with sqlite3.connect(out / ".clfwatch" / "journal.sqlite") as db:
+        query = "SELECT COUNT(*) FROM files WHERE state NOT IN ('reported', 'superseded')"
+        return db.execute(query).fetchone()[0]
+
+
 def report_rows(path: Path) -> list[dict[str, str]]:
     """Every row of a watch report; fails if the file has a torn (newline-less) last line."""
     if not path.exists():
@@ -104,6 +115,17 @@ def wait_rows(report: Path, count: int, daemon: Daemon | None = None, timeout: f
 
 def image_bytes(kind: str, label: str, rng: np.random.Generator) -> bytes:
     return encode(gray_pixels(label, rng) if kind == "gray" else rgb_pixels(label, rng))
+
+
+def model_predictions(repository: Path, model: str, files: dict[str, bytes]) -> dict[str, str]:
+    """{name: label} from the model called directly (serve.loader) on the shared preprocessing,
+    in this process: what the daemon should have predicted for each decodable file."""
+    version = resolve(repository, model)
+    classifier = load(version)
+    pre, labels = version.manifest.preprocessing, version.manifest.classes
+    names = list(files)
+    probs = classifier.predict(np.stack([preprocess_bytes(files[n], pre) for n in names]))
+    return {name: labels[int(i)] for name, i in zip(names, probs.argmax(axis=1), strict=True)}
 
 
 def placed_files(out: Path) -> set[Path]:

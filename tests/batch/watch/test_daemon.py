@@ -1,319 +1,118 @@
-"""`clfbatch watch` as a real subprocess: bursts, slow writers, corrupt files, SIGKILL at random
-moments, SIGTERM mid-batch, labelled arrivals, new model versions, start-up errors."""
+"""The daemon run in this process, where a test can see its steps: a stop request in the middle of
+a batch finishes the batches in hand and nothing more, and copies left in the inbox are never
+taken again however many rescans pass."""
 
 from __future__ import annotations
 
-import json
-import os
-import random
-import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from batch.backends import open_backend
-from serve.preprocess import preprocess_bytes
-from tests.batch.watch.helpers import (
-    FAST,
-    Daemon,
-    assert_exactly_once,
-    image_bytes,
-    report_rows,
-    row_count,
-    wait_rows,
-    watch_env,
-)
-from tests.conftest import REPO_ROOT
-from tests.images import GRAY_CLASSES, RGB_CLASSES
+import batch.watch.daemon as daemon_module
+from batch.watch.daemon import WatchDaemon
+from batch.watch.inbox import Inbox
+from batch.watch.settings import Action, WatchSettings
+from tests.batch.watch.helpers import image_bytes, report_rows, unfinished, wait_rows
+
+pytestmark = pytest.mark.slow
 
 
-def _unfinished(out: Path) -> int:
+def _inbox(root: Path, count: int) -> dict[str, bytes]:
+    root.mkdir()
+    rng = np.random.default_rng(5)
+    originals = {f"f{i:03d}.png": image_bytes("gray", "dark", rng) for i in range(count)}
+    for name, data in originals.items():
+        (root / name).write_bytes(data)
+    return originals
+
+
+def _journal_rows(out: Path) -> int:
     with sqlite3.connect(out / ".clfwatch" / "journal.sqlite") as db:
-        query = "SELECT COUNT(*) FROM files WHERE state NOT IN ('reported', 'superseded')"
-        return db.execute(query).fetchone()[0]
+        return db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
 
 
-def _slow_write(path: Path, data: bytes, seconds: float = 1.0, chunks: int = 10) -> None:
-    """One open, `chunks` writes spread over `seconds`, then close (an upload, a scanner)."""
-    step = -(-len(data) // chunks)
-    with path.open("wb") as handle:
-        for start in range(0, len(data), step):
-            handle.write(data[start : start + step])
-            handle.flush()
-            time.sleep(seconds / chunks)
-
-
-@pytest.mark.slow
-def test_bursts_slow_writers_and_corrupt_files_each_end_up_exactly_once(
-    model_repository: Path, tmp_path: Path
+def test_a_stop_request_mid_batch_finishes_the_batches_in_hand_and_nothing_more(
+    model_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inbox, out = tmp_path / "inbox", tmp_path / "out"
-    inbox.mkdir()
-    rng = np.random.default_rng(1)
-    originals: dict[str, bytes] = {}
-    args = ("--model", "gray", "--repository", model_repository, "--batch-max", "32")
-    with Daemon(inbox, out, *args, *FAST, "--settle-ms", "500", log=tmp_path / "log") as daemon:
-        daemon.wait_ready()
-        (inbox / ".hidden.png").write_bytes(b"never read")
-        (inbox / "upload.png.part").write_bytes(b"still arriving")
-        os.mkfifo(inbox / "pipe.png")  # reading it would block forever
-        (inbox / "link.png").symlink_to(tmp_path / "log")
-        with open(os.path.join(os.fsencode(inbox), b"latin1-\xe9.png"), "wb") as handle:
-            handle.write(image_bytes("gray", "dark", rng))  # a name that is not UTF-8
-        slow = []
-        for burst in range(5):
-            for index in range(96):
-                name = f"b{burst}_{index:03d}.png"
-                originals[name] = image_bytes("gray", GRAY_CLASSES[index % 2], rng)
-                if index % 8 == 0:  # the write-then-rename pattern
-                    (inbox / f".{name}.tmp").write_bytes(originals[name])
-                    (inbox / f".{name}.tmp").rename(inbox / name)
-                else:
-                    (inbox / name).write_bytes(originals[name])
-            for index in range(2):
-                name = f"slow{burst}_{index}.png"
-                originals[name] = image_bytes("gray", "light", rng)
-                thread = threading.Thread(target=_slow_write, args=(inbox / name, originals[name]))
-                thread.start()
-                slow.append(thread)
-                name = f"corrupt{burst}_{index}.png"
-                good = image_bytes("gray", "dark", rng)
-                originals[name] = good[: len(good) // 3] if index else b"\x89PNG not really"
-                (inbox / name).write_bytes(originals[name])
-            time.sleep(0.3)
-        for thread in slow:
-            thread.join()
-        assert len(originals) == 500
-        wait_rows(out / "labels.csv", 500, daemon)
-        assert daemon.stop() == 0, daemon.log_text()
-    rows = assert_exactly_once(inbox, out, out / "labels.csv", originals)
-    for row in rows:
-        corrupt = row["path"].startswith("corrupt")
-        assert row["new_path"].startswith("_rejected/") == corrupt, row
-        assert bool(row["error"]) == corrupt, row
-        if not corrupt:
-            assert row["predicted"] in GRAY_CLASSES and row["new_path"].startswith(row["predicted"])
-    assert (inbox / ".hidden.png").read_bytes() == b"never read"
-    assert (inbox / "upload.png.part").read_bytes() == b"still arriving"
-    assert (inbox / "pipe.png").exists() and (inbox / "link.png").is_symlink()
-    assert os.path.exists(os.path.join(os.fsencode(inbox), b"latin1-\xe9.png"))
-    assert _unfinished(out) == 0
+    originals = _inbox(inbox, 300)
+    settings = WatchSettings(
+        inbox=inbox, out=out, model="gray", repository=model_repository,
+        batch_max=16, settle_ms=0, batch_ms=0,
+    )  # fmt: skip
+    daemon = WatchDaemon(settings)
+    calls: list[int] = []
+    real_open = daemon_module.open_backend
 
+    def open_stopping(*args: Any, **kwargs: Any) -> Any:
+        backend = real_open(*args, **kwargs)
+        classify = backend.classify
 
-@pytest.mark.slow
-def test_sigkill_at_random_moments_three_times_then_every_file_exactly_once(
-    model_repository: Path, tmp_path: Path
-) -> None:
-    seed = random.randrange(1 << 30)
-    chance = random.Random(seed)
-    inbox, out, report = tmp_path / "inbox", tmp_path / "out", tmp_path / "out" / "labels.csv"
-    inbox.mkdir()
-    rng = np.random.default_rng(seed)
-    originals = {
-        f"img{i:04d}.png": image_bytes("rgb", RGB_CLASSES[i % 3], rng) for i in range(1000)
-    }
-    names = list(originals)
+        def classify_and_stop(batch: np.ndarray) -> np.ndarray:
+            calls.append(len(batch))
+            daemon.request_stop()  # as SIGTERM would, while this batch is in the model
+            return classify(batch)
 
-    def writer() -> None:  # 1,000 files in bursts of 25, over ~8 s
-        for start in range(0, len(names), 25):
-            for name in names[start : start + 25]:
-                (inbox / name).write_bytes(originals[name])
-            time.sleep(0.2)
+        backend.classify = classify_and_stop  # type: ignore[method-assign]
+        return backend
 
-    args = ("--model", "rgb", "--repository", model_repository, "--batch-max", "16", *FAST)
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        kills = []
-        for _ in range(3):
-            with Daemon(inbox, out, *args, log=tmp_path / "log") as daemon:
-                daemon.wait_ready()
-                target = row_count(report) + chance.randrange(10, 120)
-                wait_rows(report, target, daemon)
-                time.sleep(chance.uniform(0, 0.08))
-                daemon.process.send_signal(signal.SIGKILL)
-                daemon.process.wait(10)
-                kills.append(row_count(report))
-    finally:
-        thread.join()
-    with Daemon(inbox, out, *args, log=tmp_path / "log") as daemon:
-        daemon.wait_ready()
-        wait_rows(report, 1000, daemon)
-        assert daemon.stop() == 0
-    try:
-        assert_exactly_once(inbox, out, report, originals)
-        assert _unfinished(out) == 0
-    except AssertionError as exc:
-        raise AssertionError(f"seed {seed}, rows at the kills {kills}: {exc}") from exc
-
-
-@pytest.mark.slow
-def test_sigterm_mid_batch_exits_0_and_files_present_before_start_are_processed(
-    model_repository: Path, tmp_path: Path
-) -> None:
-    inbox, out, report = tmp_path / "inbox", tmp_path / "out", tmp_path / "out" / "labels.csv"
-    inbox.mkdir()
-    rng = np.random.default_rng(3)
-    originals = {f"early{i:03d}.png": image_bytes("gray", "dark", rng) for i in range(300)}
-    for name, data in originals.items():
-        (inbox / name).write_bytes(data)
-    args = ("--model", "gray", "--repository", model_repository, "--batch-max", "16", *FAST)
-    with Daemon(inbox, out, *args, log=tmp_path / "log") as daemon:
-        daemon.wait_ready()
-        wait_rows(report, 1, daemon)
-        started = time.monotonic()
-        assert daemon.stop() == 0, daemon.log_text()
-        assert time.monotonic() - started < 10
-    rows = report_rows(report)
-    assert rows and _unfinished(out) == 0
+    monkeypatch.setattr(daemon_module, "open_backend", open_stopping)
+    assert daemon.run() == 0
+    rows = report_rows(out / "labels.csv")
+    # The batch in the model and, at most, the one already taken in behind it.
+    assert calls in ([16], [16, 16]) and len(rows) == sum(calls), calls
+    assert unfinished(out) == 0
     reported = {row["path"] for row in rows}
-    assert len(reported) == len(rows) < 300, "SIGTERM came after the last batch"
-    for name, data in originals.items():  # placed once if reported, else untouched in the inbox
+    for name, data in originals.items():
         if name in reported:
             assert not (inbox / name).exists()
         else:
             assert (inbox / name).read_bytes() == data
-    for row in rows:
-        assert (out / row["new_path"]).read_bytes() == originals[row["path"]]
 
 
-@pytest.mark.slow
-def test_labelled_arrivals_running_metrics_equal_clfbatch_report(
-    model_repository: Path, tmp_path: Path
+def test_copies_left_in_the_inbox_are_never_taken_again(
+    model_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    inbox, out, report = tmp_path / "inbox", tmp_path / "out", tmp_path / "out" / "labels.csv"
-    inbox.mkdir()
-    labels_file = tmp_path / "truth.csv"
-    labels_file.write_text("path,label\nloose_red.png,red\nloose_blue.png,red\n")
-    rng = np.random.default_rng(4)
-    args = ("--model", "rgb", "--repository", model_repository, "--labels", labels_file, *FAST)
-    with Daemon(inbox, out, *args, log=tmp_path / "log") as daemon:
-        daemon.wait_ready()
-        expected = 0
-        for label in RGB_CLASSES:  # class folders created after start
-            (inbox / label).mkdir()
-            for index in range(12):
-                content = label if index else RGB_CLASSES[(RGB_CLASSES.index(label) + 1) % 3]
-                (inbox / label / f"{label}{index}.png").write_bytes(
-                    image_bytes("rgb", content, rng)
-                )
-                expected += 1
-        (inbox / "loose_red.png").write_bytes(image_bytes("rgb", "red", rng))
-        (inbox / "loose_blue.png").write_bytes(image_bytes("rgb", "blue", rng))  # labelled red
-        (inbox / "unlabelled.png").write_bytes(image_bytes("rgb", "green", rng))
-        wait_rows(report, expected + 3, daemon)
-        summary = out / "labels.summary.json"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # rewritten after the batches, while running
-            if summary.exists() and json.loads(summary.read_text())["total"] == expected + 2:
-                break
-            time.sleep(0.1)
-        running = json.loads(summary.read_text())
-        running_text = (out / "labels.summary.txt").read_text()
-        assert daemon.stop() == 0
-    rows = report_rows(report)
-    truth = {row["path"]: row["true_label"] for row in rows}
-    assert truth["loose_red.png"] == "red" and truth["loose_blue.png"] == "red"
-    assert truth["unlabelled.png"] == "" and truth["green/green3.png"] == "green"
-    labelled = [row for row in rows if row["true_label"]]
-    accuracy = sum(row["predicted"] == row["true_label"] for row in labelled) / len(labelled)
-    assert running["total"] == len(labelled) == expected + 2
-    assert running["accuracy"] == pytest.approx(accuracy)
-    recomputed = subprocess.run(
-        [sys.executable, "-m", "batch", "report", str(report), "--out-prefix", str(tmp_path / "r")],
-        env=watch_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    originals = _inbox(inbox, 20)
+    settings = WatchSettings(
+        inbox=inbox, out=out, model="gray", repository=model_repository, action=Action.copy,
+        settle_ms=0, batch_ms=0, rescan_s=0.05,
     )  # fmt: skip
-    assert recomputed.returncode == 0, recomputed.stderr
-    assert (tmp_path / "r.summary.txt").read_text() == running_text
-    again = json.loads((tmp_path / "r.summary.json").read_text())
-    for key in ("accuracy", "per_class", "macro avg", "weighted avg", "confusion_matrix"):
-        assert again[key] == running[key], key
-    assert (out / "labels.confusion.csv").read_text() == (tmp_path / "r.confusion.csv").read_text()
+    scanned = threading.Condition()
+    scans = 0
+    real_scan = Inbox.scan
 
+    def counted_scan(self: Inbox) -> Any:
+        nonlocal scans
+        with scanned:
+            scans += 1
+            scanned.notify_all()
+        return real_scan(self)
 
-@pytest.mark.slow
-def test_copy_action_never_takes_a_file_twice_and_new_versions_are_picked_up(
-    repository_copy: Path, tmp_path: Path
-) -> None:
-    inbox, out, report = tmp_path / "inbox", tmp_path / "out", tmp_path / "out" / "labels.csv"
-    inbox.mkdir()
-    rng = np.random.default_rng(6)
-    originals = {}
-    for index in range(20):
-        label = GRAY_CLASSES[index % 2]
-        originals[f"c{index:02d}.png"] = image_bytes("gray", label, rng)
-        (inbox / f"c{index:02d}.png").write_bytes(originals[f"c{index:02d}.png"])
-    # A threshold between the confidences of this model on these files: both sides are used.
-    backend = open_backend("gray", repository=repository_copy)
-    batch = np.stack([preprocess_bytes(data, backend.preprocessing) for data in originals.values()])
-    confidences = sorted(backend.classify(batch).max(axis=1))
-    backend.close()
-    threshold = float(confidences[9] + confidences[10]) / 2
-    args = ("--model", "gray", "--repository", repository_copy, "--action", "copy", *FAST)
-    args = (*args, "--min-confidence", str(threshold), "--reload-s", "0.2")
-    with Daemon(inbox, out, *args, log=tmp_path / "log") as daemon:
-        daemon.wait_ready()
-        wait_rows(report, 20, daemon)
-        # A second daemon on the same output folder would break exactly-once: refused.
-        second = subprocess.run(
-            [sys.executable, "-m", "batch", "watch", str(inbox), "--out", str(out), *args],
-            env=watch_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert second.returncode == 2 and "already" in second.stderr, second.stderr
-        time.sleep(1)  # rescans and settle periods pass: the journal knows every file
-        assert row_count(report) == 20
-        # A new version appears in the repository (complete, atomically): used from then on.
-        staging = repository_copy / "gray" / ".tmp-copy"
-        shutil.copytree(repository_copy / "gray" / "1", staging)
-        staging.rename(repository_copy / "gray" / "2")
-        deadline = time.monotonic() + 60
-        while "now using model gray version 2" not in daemon.log_text():
-            assert time.monotonic() < deadline, daemon.log_text()
-            time.sleep(0.1)
-        for index in range(4):
-            originals[f"v2_{index}.png"] = image_bytes("gray", "light", rng)
-            (inbox / f"v2_{index}.png").write_bytes(originals[f"v2_{index}.png"])
-        wait_rows(report, 24, daemon)
-        assert daemon.stop() == 0
-    rows = report_rows(report)
+    monkeypatch.setattr(Inbox, "scan", counted_scan)
+    daemon = WatchDaemon(settings)
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(daemon.run()))
+    thread.start()
+    try:
+        wait_rows(out / "labels.csv", 20)
+        with scanned:
+            # With batch_ms=0 whatever a rescan enqueues is journaled in the same loop turn,
+            # so two more rescans started means one full turn ran after the last row.
+            target = scans + 2
+            assert scanned.wait_for(lambda: scans >= target, timeout=60)
+    finally:
+        daemon.request_stop()
+        thread.join()
+    assert codes == [0]
+    assert _journal_rows(out) == 20
+    rows = report_rows(out / "labels.csv")
     assert sorted(row["path"] for row in rows) == sorted(originals)
     for row in rows:
-        assert row["version"] == ("2" if row["path"].startswith("v2_") else "1"), row
-    assert 0 < sum(row["new_path"].startswith("_uncertain/") for row in rows) < len(rows)
-    for row in rows:
-        uncertain = float(row["confidence"]) < threshold
-        assert row["new_path"].startswith("_uncertain/") == uncertain, row
         assert (out / row["new_path"]).read_bytes() == originals[row["path"]]
         assert (inbox / row["path"]).read_bytes() == originals[row["path"]]
-
-
-def _watch(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "batch", "watch", *map(str, args)],
-        env=watch_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-
-
-def test_start_up_errors_exit_2_with_a_clear_message(
-    model_repository: Path, tmp_path: Path
-) -> None:
-    (tmp_path / "inbox").mkdir()
-    (tmp_path / "file").write_text("")
-    repo = ("--repository", model_repository)
-    missing = _watch(tmp_path / "nope", "--model", "gray", "--out", tmp_path / "o", *repo)
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
-    unwritable = _watch(tmp_path / "inbox", "--model", "gray", "--out", tmp_path / "file/o", *repo)
-    assert unwritable.returncode == 2 and "not writable" in unwritable.stderr
-    unknown = _watch(tmp_path / "inbox", "--model", "cat", "--out", tmp_path / "o", *repo)
-    assert unknown.returncode == 2 and "gray, rgb" in unknown.stderr
-    version = _watch(
-        tmp_path / "inbox", "-m", "gray", "--version", "9", "--out", tmp_path / "o", *repo
-    )
-    assert version.returncode == 2 and "available versions: 1" in version.stderr

@@ -15,6 +15,7 @@ from tests.batch.watch.helpers import (
     Daemon,
     assert_exactly_once,
     image_bytes,
+    model_predictions,
     row_count,
     start_clfserve,
     wait_rows,
@@ -55,4 +56,6 @@ def test_files_wait_in_the_inbox_while_the_server_is_away(
         server.kill()
         server.wait(10)
     rows = assert_exactly_once(inbox, out, report, originals)
-    assert {row["model"] for row in rows} == {"gray"} and all(row["predicted"] for row in rows)
+    expected = model_predictions(model_repository, "gray", originals)
+    assert {row["model"] for row in rows} == {"gray"}
+    assert {row["path"]: row["predicted"] for row in rows} == expected
