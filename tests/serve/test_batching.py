@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import urllib.request
 
 import numpy as np
@@ -18,17 +17,30 @@ from tests.serve.conftest import ServerThread
 
 
 class Recorder:
-    """A deterministic "model": row sums, after `delay` s; records every batch size."""
+    """A deterministic "model": row sums; records every batch. While `gate` is clear each call
+    waits for it, so a test can make requests queue behind a running model call."""
 
-    def __init__(self, delay: float = 0.0, fail_on: int | None = None) -> None:
-        self.delay = delay
+    def __init__(self, fail_on: int | None = None, gate_open: bool = True) -> None:
         self.fail_on = fail_on
-        self.sizes: list[int] = []
+        self.gate = threading.Event()
+        if gate_open:
+            self.gate.set()
+        self.calling = threading.Event()
+        self.batches: list[np.ndarray] = []
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(batch) for batch in self.batches]
+
+    def values(self) -> list[float]:
+        """The first pixel of every input row the model received, in order."""
+        return [float(row.flat[0]) for batch in self.batches for row in batch]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        self.sizes.append(len(batch))
-        time.sleep(self.delay)
-        if self.fail_on is not None and len(self.sizes) == self.fail_on:
+        self.batches.append(batch.copy())
+        self.calling.set()
+        assert self.gate.wait(60), "the test never opened the gate"
+        if self.fail_on is not None and len(self.batches) == self.fail_on:
             raise ValueError("model exploded")
         return batch.reshape(len(batch), -1).sum(axis=1, keepdims=True)
 
@@ -41,56 +53,75 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
-def test_concurrent_requests_share_model_calls() -> None:
-    model = Recorder(delay=0.02)
+async def model_called(model: Recorder) -> None:
+    """Wait (without blocking the loop) until the model is inside a call."""
+    assert await asyncio.to_thread(model.calling.wait, 60), "the model was never called"
+
+
+async def settle() -> None:
+    """Let every ready task and callback run (no clock involved)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def test_requests_queued_behind_a_model_call_share_the_next_calls() -> None:
+    model = Recorder(gate_open=False)
 
     async def main() -> list[np.ndarray]:
         batcher = Batcher(model, max_batch_size=8, timeout=0.0, queue_bound=100)
         batcher.start()
         try:
-            return await asyncio.gather(*(batcher.predict(inputs(i)) for i in range(30)))
+            first = asyncio.ensure_future(batcher.predict(inputs(0)))
+            await model_called(model)
+            rest = [asyncio.ensure_future(batcher.predict(inputs(i))) for i in range(1, 30)]
+            await settle()
+            model.gate.set()
+            return await asyncio.gather(first, *rest)
         finally:
             await batcher.close()
 
     results = run(main())
     assert [float(r[0, 0]) for r in results] == [i * 4.0 for i in range(30)]
-    assert sum(model.sizes) == 30
-    assert max(model.sizes) == 8 and len(model.sizes) < 30
+    assert model.sizes == [1, 8, 8, 8, 5]
+    assert model.values() == [float(i) for i in range(30)]
 
 
 def test_a_lone_request_does_not_wait_for_the_timeout() -> None:
     model = Recorder()
 
-    async def main() -> float:
-        batcher = Batcher(model, max_batch_size=8, timeout=1.0)
+    async def main() -> np.ndarray:
+        batcher = Batcher(model, max_batch_size=8, timeout=3600.0)
         batcher.start()
-        started = time.perf_counter()
-        await batcher.predict(inputs(1))
-        elapsed = time.perf_counter() - started
-        await batcher.close()
-        return elapsed
+        try:  # waiting for the hour-long timeout would hang here, and fail at the 60 s bound
+            return await asyncio.wait_for(batcher.predict(inputs(1)), 60)
+        finally:
+            await batcher.close()
 
-    assert run(main()) < 0.5
+    assert float(run(main())[0, 0]) == 4.0
+    assert model.sizes == [1]
 
 
 def test_arriving_requests_are_waited_for() -> None:
     model = Recorder()
 
     async def main() -> None:
-        batcher = Batcher(model, max_batch_size=8, timeout=0.5)
+        batcher = Batcher(model, max_batch_size=8, timeout=3600.0)
         batcher.start()
+        entered, decoded = asyncio.Event(), asyncio.Event()
 
         async def late() -> np.ndarray:
-            with batcher.arriving():
-                await asyncio.sleep(0.05)  # "decoding"
+            with batcher.arriving():  # holds the version and is "decoding" until told
+                entered.set()
+                await decoded.wait()
             return await batcher.predict(inputs(2))
 
-        with batcher.arriving():
-            pass
         late_task = asyncio.ensure_future(late())
-        await asyncio.sleep(0.01)
-        first = await batcher.predict(inputs(1))
-        assert float((await late_task)[0, 0]) == 8.0 and float(first[0, 0]) == 4.0
+        await entered.wait()
+        first = asyncio.ensure_future(batcher.predict(inputs(1)))
+        await settle()  # a batcher that did not wait would have called the model by now
+        assert model.sizes == []
+        decoded.set()
+        assert float((await first)[0, 0]) == 4.0 and float((await late_task)[0, 0]) == 8.0
         await batcher.close()
 
     run(main())
@@ -98,80 +129,95 @@ def test_arriving_requests_are_waited_for() -> None:
 
 
 def test_oversize_request_runs_alone_and_order_is_kept() -> None:
-    model = Recorder(delay=0.01)
+    model = Recorder(gate_open=False)
 
     async def main() -> list[np.ndarray]:
         batcher = Batcher(model, max_batch_size=4, timeout=0.0)
         batcher.start()
         try:
-            return await asyncio.gather(
-                batcher.predict(inputs(1, 3)),
-                batcher.predict(inputs(2, 10)),
-                batcher.predict(inputs(3, 2)),
-            )
+            held = asyncio.ensure_future(batcher.predict(inputs(0, 1)))
+            await model_called(model)
+            queued = [
+                asyncio.ensure_future(batcher.predict(inputs(value, n)))
+                for value, n in ((1, 3), (2, 10), (3, 2))
+            ]
+            await settle()
+            model.gate.set()
+            return await asyncio.gather(held, *queued)
         finally:
             await batcher.close()
 
-    small, big, last = run(main())
+    _, small, big, last = run(main())
     assert small.shape == (3, 1) and big.shape == (10, 1) and last.shape == (2, 1)
-    assert float(big[9, 0]) == 8.0 and float(last[1, 0]) == 12.0
-    assert 10 in model.sizes and max(s for s in model.sizes if s != 10) <= 4
+    assert float(small[2, 0]) == 4.0 and float(big[9, 0]) == 8.0 and float(last[1, 0]) == 12.0
+    assert model.sizes == [1, 3, 10, 2]
 
 
 def test_full_queue_is_resource_exhausted() -> None:
-    model = Recorder(delay=0.2)
+    model = Recorder(gate_open=False)
 
     async def main() -> list[object]:
         batcher = Batcher(model, max_batch_size=1, timeout=0.0, queue_bound=2)
         batcher.start()
         try:
-            return await asyncio.gather(
-                *(batcher.predict(inputs(i)) for i in range(6)), return_exceptions=True
-            )
+            held = asyncio.ensure_future(batcher.predict(inputs(0)))
+            await model_called(model)
+            more = [asyncio.ensure_future(batcher.predict(inputs(i))) for i in range(1, 6)]
+            await settle()
+            model.gate.set()
+            return await asyncio.gather(held, *more, return_exceptions=True)
         finally:
             await batcher.close()
 
     outcomes = run(main())
-    assert any(isinstance(o, ResourceExhausted) for o in outcomes)
-    assert any(isinstance(o, np.ndarray) for o in outcomes)
+    assert [isinstance(o, np.ndarray) for o in outcomes] == [True] * 3 + [False] * 3
+    assert all(isinstance(o, ResourceExhausted) for o in outcomes[3:])
+    assert model.values() == [0.0, 1.0, 2.0]
 
 
 def test_model_error_fails_its_batch_only() -> None:
-    model = Recorder(delay=0.02, fail_on=1)
+    model = Recorder(fail_on=2, gate_open=False)
 
     async def main() -> tuple[list[object], np.ndarray]:
         batcher = Batcher(model, max_batch_size=4, timeout=0.0)
         batcher.start()
         try:
-            first = await asyncio.gather(
-                *(batcher.predict(inputs(i)) for i in range(3)), return_exceptions=True
-            )
+            held = asyncio.ensure_future(batcher.predict(inputs(9)))
+            await model_called(model)
+            doomed = [asyncio.ensure_future(batcher.predict(inputs(i))) for i in range(3)]
+            await settle()
+            model.gate.set()
+            first = await asyncio.gather(held, *doomed, return_exceptions=True)
             return first, await batcher.predict(inputs(5))
         finally:
             await batcher.close()
 
     first, after = run(main())
-    assert all(isinstance(o, ValueError) for o in first[:1])
+    assert float(first[0][0, 0]) == 36.0  # type: ignore[index]
+    assert all(isinstance(o, ValueError) for o in first[1:])
     assert float(after[0, 0]) == 20.0
+    assert model.sizes == [1, 3, 1]
 
 
 def test_cancelled_request_is_skipped() -> None:
-    model = Recorder(delay=0.05)
+    model = Recorder(gate_open=False)
 
     async def main() -> None:
         batcher = Batcher(model, max_batch_size=1, timeout=0.0)
         batcher.start()
         blocker = asyncio.ensure_future(batcher.predict(inputs(1)))
-        await asyncio.sleep(0.01)
+        await model_called(model)
         doomed = asyncio.ensure_future(batcher.predict(inputs(2)))
-        await asyncio.sleep(0)
+        await settle()
         doomed.cancel()
+        await settle()
+        model.gate.set()
         await blocker
         assert float((await batcher.predict(inputs(3)))[0, 0]) == 12.0
         await batcher.close()
 
     run(main())
-    assert model.sizes == [1, 1]
+    assert model.values() == [1.0, 3.0]
 
 
 def _histogram(text: str, name: str) -> tuple[float, float]:
