@@ -5,15 +5,23 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test lint typecheck check protos protos-check bench-serve bench-batch bench-watch bench-runtime train clean
+.PHONY: install lock demo test lint typecheck check protos protos-check bench-serve bench-batch bench-watch bench-runtime train clean
 
-$(STAMP): pyproject.toml
+# The exact versions of requirements.lock, then this package itself (its ranges are in pyproject).
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-pin requirements.lock from pyproject.toml's ranges (keeps listed versions where they fit).
+lock: $(STAMP)
+	$(PY) -m pip install --quiet uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 -o requirements.lock
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
