@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from serve.client import Client
-from serve.errors import InvalidInput
+from serve.errors import InvalidInput, ModelNotReady, VersionNotFound
 from serve.grpc import clf_pb2 as pb
 from serve.grpc import clf_pb2_grpc
 from serve.loader import load
@@ -16,6 +16,7 @@ from serve.preprocess import preprocess_bytes, preprocess_pixels
 from serve.registry import VersionState
 from serve.repository import resolve
 from tests.images import GRAY_CLASSES, RGB_CLASSES, encode, gray_pixels, rgb_pixels
+from tests.serve.test_tfserving import local_probabilities
 
 CASES = [("gray", gray_pixels, GRAY_CLASSES), ("rgb", rgb_pixels, RGB_CLASSES)]
 
@@ -47,15 +48,41 @@ def test_probabilities_match_in_process_model(
         assert prediction.score == pytest.approx(float(row.max()), abs=1e-6)
 
 
-def test_versions_and_labels(client: Client) -> None:
+def test_versions_and_labels(two_versions: Path, start_server) -> None:
+    server = start_server(two_versions, version_policy="all")
     png = encode(gray_pixels("dark", np.random.default_rng(0)))
-    assert client.classify("gray", [png], version=1).version == 1
-    assert client.classify("gray", [png], label="stable").version == 1
-    with pytest.raises(Exception, match="previous"):
+    expected = {v: local_probabilities(two_versions, "gray", v, [png])[0] for v in (1, 2)}
+    assert np.abs(expected[1] - expected[2]).max() > 1e-3, "versions 1 and 2 must differ"
+    with Client(server.target) as client:
+        client.wait_ready(60)
+        answers = {
+            "default": client.classify("gray", [png]),
+            "version 1": client.classify("gray", [png], version=1),
+            "version 2": client.classify("gray", [png], version=2),
+            "stable": client.classify("gray", [png], label="stable"),
+            "previous": client.classify("gray", [png], label="previous"),
+        }
+        with pytest.raises(VersionNotFound, match="beta"):
+            client.classify("gray", [png], label="beta")
+        with pytest.raises(ModelNotReady, match="failed"):
+            client.classify("gray", [png], version=3)  # failed to load
+    versions = {asked: answer.version for asked, answer in answers.items()}
+    assert versions == {
+        "default": 2, "version 1": 1, "version 2": 2, "stable": 2, "previous": 1,
+    }  # fmt: skip
+    for asked, answer in answers.items():
+        np.testing.assert_allclose(
+            answer.predictions[0].probabilities, expected[answer.version], atol=1e-5, err_msg=asked
+        )
+
+
+def test_previous_label_needs_two_versions(client: Client) -> None:
+    png = encode(gray_pixels("dark", np.random.default_rng(0)))
+    with pytest.raises(VersionNotFound, match="previous"):
         client.classify("gray", [png], label="previous")
 
 
-def test_list_and_get_model(client: Client) -> None:
+def test_list_and_get_model(client: Client, model_repository: Path) -> None:
     models = {m.name: m for m in client.list_models()}
     assert set(models) == {"gray", "rgb"}
     info = client.get_model("rgb")
@@ -65,7 +92,7 @@ def test_list_and_get_model(client: Client) -> None:
     assert version.classes == RGB_CLASSES
     assert version.input_shape == (32, 32, 3)
     assert version.preprocessing is not None and version.preprocessing.color_mode == "rgb"
-    assert version.test_accuracy is not None and 0 <= version.test_accuracy <= 1
+    assert version.test_accuracy == resolve(model_repository, "rgb").manifest.test_accuracy
     assert "stable" in version.labels
 
 

@@ -16,8 +16,8 @@ from serve.client import Client
 from serve.preprocess import preprocess_bytes
 from serve.repository import resolve
 from tests.images import GRAY_CLASSES, RGB_CLASSES, encode, gray_pixels, rgb_pixels
-from tests.serve.conftest import ServerThread, make_settings
-from tests.serve.test_tfserving import gated_loader, wait_for
+from tests.serve.conftest import ServerThread, make_settings, wait_for
+from tests.serve.test_tfserving import gated_loader
 
 CASES = [("gray", gray_pixels, GRAY_CLASSES), ("rgb", rgb_pixels, RGB_CLASSES)]
 PNG = encode(gray_pixels("dark", np.random.default_rng(4)))

@@ -15,9 +15,13 @@ from tritonclient.utils import InferenceServerException
 
 from serve.client import Client
 from tests.images import encode, gray_pixels
-from tests.serve.conftest import ServerThread, make_settings
-from tests.serve.test_tfserving import versioned_server
-from tests.serve.test_tfserving_errors import SlowClassifier, counter
+from tests.serve.conftest import (
+    ServerThread,
+    check_expired_request_never_reaches_model,
+    make_settings,
+)
+from tests.serve.test_tfserving import local_probabilities, versioned_server
+from tests.serve.test_tfserving_errors import counter
 
 PNG = encode(gray_pixels("dark", np.random.default_rng(13)))
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
@@ -182,22 +186,32 @@ def test_tritonclient_sees_the_status(strict_server: ServerThread) -> None:
 
 
 @pytest.fixture(scope="module")
-def versioned(tmp_path_factory: pytest.TempPathFactory, model_repository: Path):
-    running = versioned_server(tmp_path_factory.mktemp("versions"), model_repository)
+def versioned(two_versions: Path):
+    running = versioned_server(two_versions)
     yield running
     running.stop()
 
 
-def test_versions_and_labels(versioned: ServerThread) -> None:
+def test_versions_and_labels(versioned: ServerThread, two_versions: Path) -> None:
+    by_version = {v: local_probabilities(two_versions, "gray", v, [PNG]) for v in (1, 2)}
+    assert np.abs(by_version[1] - by_version[2]).max() > 1e-3, "versions 1 and 2 must differ"
     client = triton.InferenceServerClient(versioned.target)
     try:
         tensor = triton.InferInput("images", [1], "BYTES")
         tensor.set_data_from_numpy(np.array([PNG], dtype=np.object_))
-        answered = {
-            asked: client.infer("gray", [tensor], model_version=asked).get_response().model_version
+        results = {
+            asked: client.infer("gray", [tensor], model_version=asked)
             for asked in ("", "1", "2", "stable", "previous")
         }
+        answered = {asked: r.get_response().model_version for asked, r in results.items()}
         assert answered == {"": "2", "1": "1", "2": "2", "stable": "2", "previous": "1"}
+        for asked, result in results.items():
+            np.testing.assert_allclose(
+                result.as_numpy("probabilities"),
+                by_version[int(answered[asked])],
+                atol=1e-5,
+                err_msg=asked,
+            )
         assert client.get_model_metadata("gray").versions == ["2", "1"]
         assert client.is_model_ready("gray", "2") and client.is_model_ready("gray", "1")
         assert not client.is_model_ready("gray", "3")  # failed to load
@@ -205,16 +219,12 @@ def test_versions_and_labels(versioned: ServerThread) -> None:
         client.close()
 
 
-@pytest.mark.slow
-def test_deadline_is_honoured(
+def _infer(channel: grpc.Channel, png: bytes, timeout: float) -> object:
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    return stub.ModelInfer(infer(bytes_contents=[png]), timeout=timeout)
+
+
+def test_expired_request_never_reaches_the_model(
     model_repository: Path, start_server: Callable[..., ServerThread]
 ) -> None:
-    server = start_server(model_repository, loader=SlowClassifier)
-    with Client(server.target) as client:
-        client.wait_ready(60)
-    with grpc.insecure_channel(server.target) as channel:
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.ModelInfer(VALID, timeout=0.2)
-        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert stub.ModelInfer(VALID, timeout=30).model_version == "1"
+    check_expired_request_never_reaches_model(start_server, model_repository, _infer)

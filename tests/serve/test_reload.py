@@ -14,7 +14,6 @@ import pytest
 
 from serve.client import Client
 from serve.registry import VersionState
-from tests.conftest import train_tiny
 from tests.images import encode, gray_pixels
 from tests.serve.conftest import ServerThread
 
@@ -85,13 +84,9 @@ def drop_in(source: Path, model_dir: Path, version: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gray_v2(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second, differently seeded `gray` version, trained into a staging repository."""
-    staging = tmp_path_factory.mktemp("staging")
-    shutil.copytree(model_repository / "gray", staging / "gray")
-    path = train_tiny(staging, "gray", "gray", tmp_path_factory.mktemp("gray2"), seed=1)
-    assert path.name == "2"
-    return path
+def gray_v2(two_versions: Path) -> Path:
+    """A second, differently seeded `gray` version (from the session's `two_versions`)."""
+    return two_versions / "gray" / "2"
 
 
 def versions_of(client: Client) -> dict[int, VersionState]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from serve.loader import load
 from serve.preprocess import preprocess_bytes
 from serve.repository import ModelVersion, resolve
 from tests.images import GRAY_CLASSES, RGB_CLASSES, encode, gray_pixels, rgb_pixels
-from tests.serve.conftest import ServerThread, make_settings
+from tests.serve.conftest import ServerThread, make_settings, wait_for
 
 State = get_model_status_pb2.ModelVersionStatus.State
 CASES = [("gray", gray_pixels, GRAY_CLASSES), ("rgb", rgb_pixels, RGB_CLASSES)]
@@ -128,26 +126,29 @@ def test_get_model_status(channel: grpc.Channel) -> None:
     assert (status.version, status.state, status.status.error_code) == (1, State.AVAILABLE, 0)
 
 
-def versioned_server(root: Path, model_repository: Path) -> ServerThread:
-    """gray versions 1 and 2 (a copy of 1) available, version 3 broken; policy "all"."""
-    shutil.copytree(model_repository / "gray" / "1", root / "gray" / "1")
-    shutil.copytree(root / "gray" / "1", root / "gray" / "2")
-    shutil.copytree(root / "gray" / "1", root / "gray" / "3")
-    (root / "gray" / "3" / "saved_model.pb").write_bytes(b"not a SavedModel")
-    running = ServerThread(make_settings(root, version_policy="all")).start()
+def versioned_server(repository: Path) -> ServerThread:
+    """A server on `two_versions` (gray 1 and 2 differ, 3 is broken) with policy "all"."""
+    running = ServerThread(make_settings(repository, version_policy="all")).start()
     with Client(running.target) as client:
         client.wait_ready(60)
     return running
 
 
+def local_probabilities(repository: Path, model: str, version: int, images: list[bytes]):
+    """What `version` answers for `images`, computed in this process (no server)."""
+    found = resolve(repository, model, version)
+    pre = found.manifest.preprocessing
+    return load(found).predict(np.stack([preprocess_bytes(b, pre) for b in images]))
+
+
 @pytest.fixture(scope="module")
-def versioned(tmp_path_factory: pytest.TempPathFactory, model_repository: Path):
-    running = versioned_server(tmp_path_factory.mktemp("versions"), model_repository)
+def versioned(two_versions: Path):
+    running = versioned_server(two_versions)
     yield running
     running.stop()
 
 
-def test_version_and_label_selection_and_states(versioned: ServerThread) -> None:
+def test_version_and_label_selection_and_states(versioned: ServerThread, two_versions) -> None:
     strings = tf.make_tensor_proto([PNG])
     with grpc.insecure_channel(versioned.target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -167,8 +168,12 @@ def test_version_and_label_selection_and_states(versioned: ServerThread) -> None
         "{'version_label': 'stable'}": 2,
         "{'version_label': 'previous'}": 1,
     }
-    first = probabilities(answered["{'version': 1}"])
-    np.testing.assert_allclose(probabilities(answered["{}"]), first, atol=1e-6)
+    by_version = {v: local_probabilities(two_versions, "gray", v, [PNG]) for v in (1, 2)}
+    assert np.abs(by_version[1] - by_version[2]).max() > 1e-3, "versions 1 and 2 must differ"
+    for key, response in answered.items():
+        np.testing.assert_allclose(
+            probabilities(response), by_version[versions[key]], atol=1e-5, err_msg=key
+        )
     states = {s.version: (s.state, s.status.error_code) for s in status.model_version_status}
     assert states == {3: (State.END, 2), 2: (State.AVAILABLE, 0), 1: (State.AVAILABLE, 0)}
     broken = next(s for s in status.model_version_status if s.version == 3)
@@ -183,13 +188,6 @@ def gated_loader(gate: threading.Event):
         return load(version)
 
     return load_when_open
-
-
-def wait_for(condition, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never became true"
-        time.sleep(0.05)
 
 
 def test_status_is_loading_then_available(model_repository: Path, start_server) -> None:

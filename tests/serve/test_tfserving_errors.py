@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,7 +9,6 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -21,24 +18,13 @@ from tensorflow_serving.apis import (
 )
 
 from serve.client import Client
-from serve.loader import load
-from serve.repository import ModelVersion
 from tests.images import encode, gray_pixels
-from tests.serve.conftest import ServerThread, make_settings
-
-
-class SlowClassifier:
-    """A real loaded model whose every batch takes `delay` seconds longer (deadline tests)."""
-
-    def __init__(self, version: ModelVersion, delay: float = 0.6) -> None:
-        self._inner = load(version)
-        self.labels, self.input_shape = self._inner.labels, self._inner.input_shape
-        self._delay = delay
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        time.sleep(self._delay)
-        return self._inner.predict(batch)
-
+from tests.serve.conftest import (
+    ServerThread,
+    check_expired_request_never_reaches_model,
+    make_settings,
+    metric,
+)
 
 PNG = encode(gray_pixels("light", np.random.default_rng(12)))
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
@@ -192,15 +178,7 @@ def test_bad_request_gets_tf_serving_status_then_server_answers(
 
 
 def counter(server: ServerThread, name: str, **labels: str) -> float:
-    """The current value of one Prometheus sample of `server` (0 if absent)."""
-    assert server.app is not None and server.app.metrics_port
-    url = f"http://127.0.0.1:{server.app.metrics_port}/metrics"
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
+    return metric(server, name, **labels)
 
 
 def test_requests_are_counted_like_native_ones(strict_server: ServerThread) -> None:
@@ -225,16 +203,12 @@ def test_requests_are_counted_like_native_ones(strict_server: ServerThread) -> N
     assert [b - a for a, b in zip(before, after, strict=True)] == [3, 2, 1]
 
 
-@pytest.mark.slow
-def test_deadline_is_honoured(
+def _predict(channel: grpc.Channel, png: bytes, timeout: float) -> object:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    return stub.Predict(predict(("images", [png])), timeout=timeout)
+
+
+def test_expired_request_never_reaches_the_model(
     model_repository: Path, start_server: Callable[..., ServerThread]
 ) -> None:
-    server = start_server(model_repository, loader=SlowClassifier)
-    with Client(server.target) as client:
-        client.wait_ready(60)
-    with grpc.insecure_channel(server.target) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.Predict(predict(("images", [PNG])), timeout=0.2)
-        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert stub.Predict(predict(("images", [PNG])), timeout=30).model_spec.version.value == 1
+    check_expired_request_never_reaches_model(start_server, model_repository, _predict)
