@@ -1,31 +1,26 @@
-"""Finding settled files in the inbox: watchdog events, a periodic rescan, and a settle rule.
+"""Finding settled files in the inbox: which paths count, a periodic rescan, and a settle rule.
 
-Events can be lost (queue overflow, network file systems, files present before start), so a
-rescan of the whole inbox backs them up. A file is taken only when it is complete: temporary
-names are ignored, and its size and mtime must have stayed the same for the settle time, or the
-writer must have closed it (inotify's close-after-write) with nothing changed since.
+Events (`batch.watch.events`) can be lost (queue overflow, network file systems, files present
+before start), so a rescan of the whole inbox backs them up. A file is taken only when it is
+complete: temporary names are ignored, and its size and mtime must have stayed the same for the
+settle time, or the writer must have closed it (inotify's close-after-write) with nothing
+changed since.
 
     inbox = Inbox(root, recursive=False, label_dirs={"cat", "dog"}, exclude=[outdir])
     settler = Settler(settle=1.0)
-    with EventSource(inbox, wake) as events:
-        settler.note_all(inbox.scan())
-        ready = settler.ready()
+    for path in inbox.scan(): settler.note(path)
+    ready = settler.ready()                     # [(path, identity), ...], each once
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
-from types import TracebackType
-
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 
 from batch.fsutil import Identity, identity_of
 from serve.preprocess import IMAGE_SUFFIXES
@@ -214,65 +209,3 @@ class Settler:
             ready.append((path, identity))
             del self._settling[path]
         return ready
-
-
-class _Handler(FileSystemEventHandler):
-    def __init__(self, inbox: Inbox, sink: EventSource) -> None:
-        self._inbox = inbox
-        self._sink = sink
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory or event.event_type in ("deleted", "opened", "closed_no_write"):
-            return
-        raw = event.dest_path if event.event_type == "moved" else event.src_path
-        path = Path(os.fsdecode(raw))
-        if self._inbox.accepts(path):
-            self._sink.put(path, closed=event.event_type == "closed")
-
-
-class EventSource:
-    """Watchdog's observer feeding (path, closed) notices into a thread-safe buffer.
-
-    `wake` is set on every notice so the main loop can sleep until something happens.
-    If the observer cannot start (inotify limits, an exotic file system) the rescan alone
-    carries on, and a warning says so.
-    """
-
-    def __init__(self, inbox: Inbox, wake: threading.Event) -> None:
-        self._inbox = inbox
-        self._wake = wake
-        self._lock = threading.Lock()
-        self._notices: dict[Path, bool] = {}
-        self._observer: Observer | None = None  # type: ignore[valid-type]
-
-    def put(self, path: Path, *, closed: bool) -> None:
-        with self._lock:
-            self._notices[path] = self._notices.get(path, False) or closed
-        self._wake.set()
-
-    def drain(self) -> dict[Path, bool]:
-        with self._lock:
-            notices, self._notices = self._notices, {}
-        return notices
-
-    def __enter__(self) -> EventSource:
-        observer = Observer()
-        observer.schedule(_Handler(self._inbox, self), str(self._inbox.root), recursive=True)
-        try:
-            observer.start()
-        except OSError as exc:
-            log.warning("file events unavailable (%s); relying on the periodic rescan", exc)
-            return self
-        self._observer = observer
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=5)
-            self._observer = None

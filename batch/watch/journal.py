@@ -80,10 +80,10 @@ class Entry:
     action: str
     true_label: str | None
     seen_at: float
-    outcome: dict[str, Any] | None
-    dest: Path | None
-    row: str | None
-    report_offset: int | None
+    outcome: dict[str, Any] | None = None
+    dest: Path | None = None
+    row: str | None = None
+    report_offset: int | None = None
 
 
 _COLUMNS = (
@@ -93,35 +93,13 @@ _COLUMNS = (
 
 
 def _entry(record: sqlite3.Row | tuple[Any, ...]) -> Entry:
-    (
-        ident,
-        source,
-        rel,
-        size,
-        mtime,
-        inode,
-        state,
-        action,
-        truth,
-        seen,
-        outcome,
-        dest,
-        row,
-        off,
-    ) = record
+    ident, source, rel, size, mtime, inode, state, action = record[:8]
+    truth, seen, outcome, dest, row, offset = record[8:]
+    identity = (size, mtime, inode)
+    outcome = json.loads(outcome) if outcome else None
+    dest = Path(dest) if dest else None
     return Entry(
-        id=ident,
-        source=Path(source),
-        rel=rel,
-        identity=(size, mtime, inode),
-        state=state,
-        action=action,
-        true_label=truth,
-        seen_at=seen,
-        outcome=json.loads(outcome) if outcome else None,
-        dest=Path(dest) if dest else None,
-        row=row,
-        report_offset=off,
+        ident, Path(source), rel, identity, state, action, truth, seen, outcome, dest, row, offset
     )
 
 
@@ -187,21 +165,8 @@ class Journal:
             self._db.execute("BEGIN IMMEDIATE")
             (last,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM files").fetchone()
             entries = [
-                Entry(
-                    last + i,
-                    new.source,
-                    new.rel,
-                    new.identity,
-                    SEEN,
-                    new.action,
-                    new.true_label,
-                    now,
-                    None,
-                    None,
-                    None,
-                    None,
-                )
-                for i, new in enumerate(files, start=1)
+                Entry(last + i, n.source, n.rel, n.identity, SEEN, n.action, n.true_label, now)
+                for i, n in enumerate(files, start=1)
             ]
             self._db.executemany(
                 "INSERT INTO files (id, source, rel, size, mtime_ns, inode, state, action, "

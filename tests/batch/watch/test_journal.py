@@ -1,0 +1,81 @@
+"""The journal on its own: each file's walk through the states, what counts as already known,
+and what survives closing and reopening (as after a crash)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from batch.watch.journal import (
+    CLASSIFIED,
+    PLACED,
+    REPORTED,
+    SEEN,
+    SUPERSEDED,
+    Journal,
+    NewFile,
+)
+
+
+def _new(name: str, action: str = "move", identity: tuple[int, int, int] = (1, 2, 3)) -> NewFile:
+    return NewFile(Path("/inbox") / name, name, identity, action, true_label="cat")
+
+
+def test_an_entry_walks_the_states_and_reopening_finds_what_was_left(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    journal = Journal(path)
+    a, b, c = journal.add_seen([_new("a.png"), _new("b.png"), _new("c.png")])
+    assert [e.id for e in (a, b, c)] == [1, 2, 3] and a.state == SEEN
+    a.outcome, a.dest = {"predicted": "cat"}, Path("/out/cat/a.png")
+    b.outcome, b.dest = {"error": "broken"}, Path("/out/_rejected/b.png")
+    journal.mark_classified([a, b])
+    assert journal.reserved_destinations() == {a.dest, b.dest}
+    a.row, a.report_offset = "a.png,cat\n", 120
+    journal.mark_placed([a])
+    journal.mark([b], REPORTED)
+    journal.close()
+
+    again = Journal(path)  # as after a restart
+    left = again.unfinished()
+    assert [(e.rel, e.state) for e in left] == [("a.png", PLACED), ("c.png", SEEN)]
+    first = left[0]
+    assert first.outcome == {"predicted": "cat"} and first.dest == Path("/out/cat/a.png")
+    assert (first.row, first.report_offset, first.true_label) == ("a.png,cat\n", 120, "cat")
+    assert first.identity == (1, 2, 3) and first.source == Path("/inbox/a.png")
+    assert again.reserved_destinations() == {Path("/out/cat/a.png")}  # b is final: released
+    again.mark([first], REPORTED)
+    again.mark([left[1]], SUPERSEDED)
+    assert again.unfinished() == [] and again.reserved_destinations() == set()
+    new = again.add_seen([_new("d.png")])
+    assert new[0].id == 4  # ids keep growing across restarts
+    again.close()
+
+
+def test_known_is_the_same_file_version_still_ours(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.sqlite")
+    moved, copied, changed, dropped, open_ = journal.add_seen(
+        [
+            _new("moved.png"),
+            _new("copied.png", action="copy"),
+            _new("changed.png"),
+            _new("dropped.png"),
+            _new("open.png"),
+        ]
+    )
+    journal.mark([moved, copied, changed], REPORTED)
+    journal.mark([dropped], SUPERSEDED)
+    asked = [
+        (Path("/inbox/moved.png"), (1, 2, 3)),  # moved away and reported: back means new
+        (Path("/inbox/copied.png"), (1, 2, 3)),  # the copy left in the inbox: known
+        (Path("/inbox/changed.png"), (9, 2, 3)),  # same name, another version: new
+        (Path("/inbox/dropped.png"), (1, 2, 3)),  # superseded: taken again
+        (Path("/inbox/open.png"), (1, 2, 3)),  # still being worked on: known
+        (Path("/inbox/never.png"), (1, 2, 3)),
+    ]
+    assert journal.known(asked) == {Path("/inbox/copied.png"), Path("/inbox/open.png")}
+    assert open_.state == SEEN and changed.state == REPORTED
+    journal.set_dest(open_, Path("/out/x.png"))
+    journal.set_outcome(open_, {"error": "gone"})
+    (entry,) = journal.unfinished()
+    assert entry.dest == Path("/out/x.png") and entry.outcome == {"error": "gone"}
+    assert entry.state != CLASSIFIED
+    journal.close()
