@@ -1,4 +1,5 @@
-"""serve.preprocess: decoding, colour modes, resizing, scaling, and train/serve identity."""
+"""serve.preprocess against tensors written out by hand: scaling, each resize mode, padding
+placement, EXIF orientation, colour modes; decoding limits and errors."""
 
 from __future__ import annotations
 
@@ -25,50 +26,204 @@ GRAY = Preprocessing(color_mode="grayscale", size=(28, 28))
 RGB = Preprocessing(color_mode="rgb", size=(32, 32))
 
 
-def _image_bytes(kind: str) -> bytes:
-    rng = np.random.default_rng(1)
-    rgb = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+def png(pixels: list | np.ndarray, mode: str | None = None, **options: object) -> bytes:
+    """A lossless PNG of exactly these pixel values."""
     buffer = io.BytesIO()
-    if kind == "gray":
-        Image.fromarray(rgb[:, :, 0], "L").save(buffer, "PNG")
-    elif kind == "rgb":
-        Image.fromarray(rgb, "RGB").save(buffer, "PNG")
-    elif kind == "rgba":
-        alpha = rng.integers(0, 256, (40, 30, 1), dtype=np.uint8)
-        Image.fromarray(np.concatenate([rgb, alpha], axis=2), "RGBA").save(buffer, "PNG")
-    elif kind == "palette":
-        Image.fromarray(rgb, "RGB").convert("P", palette=Image.Palette.ADAPTIVE).save(buffer, "PNG")
-    elif kind == "jpeg-exif":
-        exif = Image.Exif()
-        exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
-        Image.fromarray(rgb, "RGB").save(buffer, "JPEG", exif=exif)
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8), mode=mode).save(buffer, "PNG", **options)
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("kind", ["gray", "rgb", "rgba", "palette", "jpeg-exif"])
-@pytest.mark.parametrize("pre", [GRAY, RGB], ids=["grayscale", "rgb"])
-def test_training_sees_the_tensor_serving_builds(tmp_path: Path, kind: str, pre: Preprocessing):
-    data = _image_bytes(kind)
+def tensor(rows: list, scale: float = 255.0) -> np.ndarray:
+    """The expected model input, written out: pixel values / 255, with a channel axis if 2-D."""
+    array = np.asarray(rows, dtype=np.float64) / scale
+    return (array[:, :, np.newaxis] if array.ndim == 2 else array).astype(np.float32)
+
+
+def gray(height: int, width: int, resize: str = "none", **kw: object) -> Preprocessing:
+    return Preprocessing("grayscale", (height, width), resize=resize, **kw)  # type: ignore[arg-type]
+
+
+def rgb(height: int, width: int, resize: str = "none", **kw: object) -> Preprocessing:
+    return Preprocessing("rgb", (height, width), resize=resize, **kw)  # type: ignore[arg-type]
+
+
+# ---- scaling -------------------------------------------------------------------------------
+
+
+def test_pixels_are_scaled_to_unit_range() -> None:
+    got = preprocess_bytes(png([[0, 51], [102, 255]]), gray(2, 2))
+    assert got.dtype == np.float32 and got.shape == (2, 2, 1)
+    np.testing.assert_allclose(got, [[[0.0], [0.2]], [[0.4], [1.0]]], atol=1e-7)
+
+
+def test_scale_and_offset_from_the_manifest() -> None:
+    got = preprocess_bytes(png([[0, 51], [102, 255]]), gray(2, 2, scale=2 / 255, offset=-1.0))
+    np.testing.assert_allclose(got[:, :, 0], [[-1.0, -0.6], [-0.2, 1.0]], atol=1e-6)
+
+
+# ---- resize modes --------------------------------------------------------------------------
+
+
+def test_stretch_nearest_repeats_each_pixel() -> None:
+    got = preprocess_bytes(
+        png([[10, 20], [30, 40]]), gray(4, 4, "stretch", interpolation="nearest")
+    )
+    expected = [
+        [10, 10, 20, 20],
+        [10, 10, 20, 20],
+        [30, 30, 40, 40],
+        [30, 30, 40, 40],
+    ]
+    np.testing.assert_allclose(got, tensor(expected), atol=1e-7)
+
+
+def test_stretch_ignores_the_aspect_ratio() -> None:
+    got = preprocess_bytes(png([[0, 200]]), gray(3, 4, "stretch", interpolation="nearest"))
+    np.testing.assert_allclose(got, tensor([[0, 0, 200, 200]] * 3), atol=1e-7)
+
+
+def test_stretch_box_downscale_averages_blocks() -> None:
+    image = [
+        [0, 0, 100, 200],
+        [0, 0, 100, 200],
+        [10, 30, 255, 255],
+        [50, 70, 255, 255],
+    ]
+    got = preprocess_bytes(png(image), gray(2, 2, "stretch", interpolation="box"))
+    np.testing.assert_allclose(got, tensor([[0, 150], [40, 255]]), atol=1e-7)
+
+
+def test_pad_centres_a_wide_image_between_black_rows() -> None:
+    got = preprocess_bytes(png(np.full((2, 4), 255)), gray(4, 4, "pad", interpolation="nearest"))
+    expected = [
+        [0, 0, 0, 0],
+        [255, 255, 255, 255],
+        [255, 255, 255, 255],
+        [0, 0, 0, 0],
+    ]
+    np.testing.assert_allclose(got, tensor(expected), atol=1e-7)
+
+
+def test_pad_centres_a_tall_image_between_black_columns() -> None:
+    got = preprocess_bytes(png(np.full((4, 2), 255)), gray(4, 4, "pad", interpolation="nearest"))
+    np.testing.assert_allclose(got, tensor([[0, 255, 255, 0]] * 4), atol=1e-7)
+
+
+def test_pad_puts_the_odd_row_of_padding_at_the_bottom() -> None:
+    got = preprocess_bytes(png([[90, 90, 90, 90]]), gray(4, 4, "pad", interpolation="nearest"))
+    expected = [[0] * 4, [90] * 4, [0] * 4, [0] * 4]
+    np.testing.assert_allclose(got, tensor(expected), atol=1e-7)
+
+
+def test_pad_scales_up_to_fit_then_pads() -> None:
+    got = preprocess_bytes(png([[10, 20]]), gray(4, 4, "pad", interpolation="nearest"))
+    expected = [[0] * 4, [10, 10, 20, 20], [10, 10, 20, 20], [0] * 4]
+    np.testing.assert_allclose(got, tensor(expected), atol=1e-7)
+
+
+def test_resize_none_takes_the_image_as_it_is_and_refuses_other_sizes() -> None:
+    np.testing.assert_allclose(
+        preprocess_bytes(png([[7, 8, 9]]), gray(1, 3)), tensor([[7, 8, 9]]), atol=1e-7
+    )
+    with pytest.raises(InvalidInput, match="exactly 3x1"):
+        preprocess_bytes(png([[7, 8]]), gray(1, 3))
+
+
+# ---- EXIF orientation ----------------------------------------------------------------------
+
+STORED = [[10, 20, 30], [40, 50, 60]]  # 3 wide x 2 high as stored in the file
+
+
+@pytest.mark.parametrize(
+    ("orientation", "displayed"),
+    [
+        (1, [[10, 20, 30], [40, 50, 60]]),
+        (2, [[30, 20, 10], [60, 50, 40]]),  # mirrored left-right
+        (3, [[60, 50, 40], [30, 20, 10]]),  # rotated 180°
+        (6, [[40, 10], [50, 20], [60, 30]]),  # rotate 90° clockwise to display
+        (8, [[30, 60], [20, 50], [10, 40]]),  # rotate 90° counter-clockwise to display
+    ],
+)
+def test_exif_orientation_is_applied(orientation: int, displayed: list) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = png(STORED, exif=exif)
+    height, width = len(displayed), len(displayed[0])
+    np.testing.assert_allclose(
+        preprocess_bytes(data, gray(height, width)), tensor(displayed), atol=1e-7
+    )
+
+
+def test_exif_orientation_of_a_jpeg_is_applied() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(buffer, "JPEG", exif=exif)
+    assert decode(buffer.getvalue()).size == (30, 40)  # stored 40 wide x 30 high
+
+
+# ---- colour modes --------------------------------------------------------------------------
+
+
+def test_rgb_to_grayscale_uses_itu_r_601_luma() -> None:
+    # L = (299 R + 587 G + 114 B) / 1000: red 76.2, green 149.7, blue 29.1, white 255
+    image = [[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 255]]]
+    got = preprocess_bytes(png(image), gray(2, 2))
+    np.testing.assert_allclose(got, tensor([[76, 150], [29, 255]]), atol=1 / 255 + 1e-7)
+
+
+def test_grayscale_to_rgb_repeats_the_value() -> None:
+    got = preprocess_bytes(png([[0, 128]]), rgb(1, 2))
+    np.testing.assert_allclose(got, tensor([[[0, 0, 0], [128, 128, 128]]]), atol=1e-7)
+
+
+def test_rgb_channels_stay_in_order() -> None:
+    image = [[[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]]]
+    np.testing.assert_allclose(preprocess_bytes(png(image), rgb(1, 4)), tensor(image), atol=1e-7)
+
+
+def test_rgba_is_composited_on_white() -> None:
+    image = [[[200, 100, 0, 255], [200, 100, 0, 0], [200, 100, 0, 128]]]
+    got = preprocess_bytes(png(image, "RGBA"), rgb(1, 3))
+    # opaque: the colour; transparent: white; half: (c * 128 + 255 * 127) / 255
+    half = [(200 * 128 + 255 * 127) / 255, (100 * 128 + 255 * 127) / 255, 255 * 127 / 255]
+    expected = tensor([[[200, 100, 0], [255, 255, 255], half]])
+    np.testing.assert_allclose(got, expected, atol=1 / 255 + 1e-7)
+
+
+def test_gray_with_alpha_is_composited_on_white() -> None:
+    image = [[[40, 255], [40, 0]]]
+    got = preprocess_bytes(png(image, "LA"), gray(1, 2))
+    np.testing.assert_allclose(got, tensor([[40, 255]]), atol=1e-7)
+
+
+def test_palette_indices_become_their_colours() -> None:
+    image = Image.fromarray(np.array([[0, 1], [2, 0]], np.uint8), mode="P")
+    image.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * (253 * 3))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    got = preprocess_bytes(buffer.getvalue(), rgb(2, 2))
+    expected = [[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 0, 0]]]
+    np.testing.assert_allclose(got, tensor(expected), atol=1e-7)
+
+
+def test_palette_transparency_is_composited_on_white() -> None:
+    image = Image.fromarray(np.array([[0, 1]], np.uint8), mode="P")
+    image.putpalette([255, 0, 0, 0, 255, 0] + [0] * (254 * 3))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", transparency=1)
+    got = preprocess_bytes(buffer.getvalue(), rgb(1, 2))
+    np.testing.assert_allclose(got, tensor([[[255, 0, 0], [255, 255, 255]]]), atol=1e-7)
+
+
+def test_training_builds_the_tensor_written_out_here(tmp_path: Path) -> None:
+    """Training's loader, checked against the same hand-written expectation as serving."""
     for label in ("a", "b"):
         (tmp_path / label).mkdir()
-        (tmp_path / label / f"img.{'jpg' if kind == 'jpeg-exif' else 'png'}").write_bytes(data)
-    trained_on = load_split(tmp_path, pre).images[0]
-    served = preprocess_bytes(data, pre)
-    assert served.shape == pre.input_shape
-    assert served.dtype == np.float32
-    np.testing.assert_array_equal(trained_on, served)
-    assert served.min() >= 0.0 and served.max() <= 1.0
-
-
-def test_exif_orientation_is_applied():
-    image = decode(_image_bytes("jpeg-exif"))
-    assert image.size == (40, 30)  # stored 30 wide x 40 high, displayed rotated
-
-
-def test_alpha_is_composited_on_white():
-    transparent = np.zeros((4, 4, 4), dtype=np.uint8)
-    pixels = to_pixels(decode(encode(transparent)), Preprocessing("rgb", (4, 4)))
-    assert (pixels == 255).all()
+        (tmp_path / label / "img.png").write_bytes(png([[10, 20], [30, 40]]))
+    pre = gray(4, 4, "stretch", interpolation="nearest")
+    expected = tensor([[10, 10, 20, 20], [10, 10, 20, 20], [30, 30, 40, 40], [30, 30, 40, 40]])
+    np.testing.assert_allclose(load_split(tmp_path, pre).images[0], expected, atol=1e-7)
 
 
 def test_sixteen_bit_grayscale_is_scaled_to_eight_bits():
@@ -92,26 +247,16 @@ def test_other_formats_decode(fmt: str):
     assert preprocess_bytes(encode(rgb, fmt), RGB).shape == (32, 32, 3)
 
 
-def test_pad_resize_keeps_aspect_and_pads_black():
-    white = np.full((10, 40, 3), 255, dtype=np.uint8)
-    pixels = to_pixels(decode(encode(white)), Preprocessing("rgb", (40, 40), resize="pad"))
-    assert pixels.shape == (40, 40, 3)
-    assert (pixels[0] == 0).all() and (pixels[20] == 255).all()
-
-
-def test_resize_none_refuses_other_sizes():
-    with pytest.raises(InvalidInput, match="exactly 28x28"):
-        preprocess_bytes(
-            encode(np.zeros((10, 10), np.uint8)),
-            Preprocessing("grayscale", (28, 28), resize="none"),
-        )
-
-
-def test_raw_pixels_take_the_same_path_as_files():
-    rgb = np.random.default_rng(2).integers(0, 256, (20, 24, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(preprocess_pixels(rgb, RGB), preprocess_bytes(encode(rgb), RGB))
-    np.testing.assert_array_equal(
-        preprocess_pixels(rgb.astype(np.float32), RGB), preprocess_pixels(rgb, RGB)
+def test_raw_pixels_are_rounded_then_take_the_file_path() -> None:
+    floats = np.array([[0.4, 0.6], [100.2, 254.7]])
+    np.testing.assert_allclose(
+        preprocess_pixels(floats, gray(2, 2)), tensor([[0, 1], [100, 255]]), atol=1e-7
+    )
+    rgb_pixels = np.array([[[1, 2, 3], [4, 5, 6]]], np.uint8)
+    np.testing.assert_allclose(
+        preprocess_pixels(rgb_pixels, gray(1, 2, "none")),
+        preprocess_bytes(png(rgb_pixels), gray(1, 2, "none")),
+        atol=0,
     )
 
 
