@@ -92,6 +92,12 @@ class LiteRTClassifier:
             self._slots.move_to_end(size)
         return slot
 
+    def drop_larger(self, size: int) -> None:
+        """Free the interpreters of batches over `size` (measured once, never sent again)."""
+        with self._lock:
+            for larger in [n for n in self._slots if n > size]:
+                del self._slots[larger]
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.ndim != 4 or tuple(batch.shape[1:]) != self.input_shape:

@@ -1,11 +1,12 @@
 """Choosing a version's inference runtime: TensorFlow (the SavedModel), LiteRT, or `auto`.
 
-`litert` serves every batch with LiteRT; `auto` measures both runtimes at warm-up and uses
-LiteRT only for the batch sizes where it was faster at every measured size up to them, so no
-batch size is slower than TensorFlow. Either way LiteRT must first agree with TensorFlow to
-within `TOLERANCE` on a few synthetic inputs; a runtime that cannot be used (no package,
-missing, corrupt or stale artefact, failed conversion, disagreement) leaves the version on
-TensorFlow with one warning line.
+`litert` serves every batch with LiteRT; `auto` measures both runtimes at warm-up (batches of
+1 to 256) and uses LiteRT only up to the largest size where it was faster at every measured
+size up to it, TensorFlow above, so no batch size is slower than on TensorFlow alone (as far
+as one measurement on a busy machine can tell). Either way LiteRT must first agree with
+TensorFlow to within `TOLERANCE` on a few synthetic inputs; a runtime that cannot be used (no
+package, missing, corrupt or stale artefact, failed conversion, disagreement) leaves the
+version on TensorFlow with one warning line.
 
     classifier = with_runtime(version, tensorflow_classifier, "auto")
 """
@@ -13,10 +14,9 @@ TensorFlow with one warning line.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
@@ -24,12 +24,15 @@ from serve.artefacts import ArtefactError, litert_model
 from serve.loader import Classifier
 from serve.repository import ModelVersion
 
+if TYPE_CHECKING:
+    from serve.litert import LiteRTClassifier
+
 log = logging.getLogger(__name__)
 Runtime = Literal["auto", "tensorflow", "litert"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 TOLERANCE = 1e-4  # largest probability difference accepted against TensorFlow
 CHECK_IMAGES = 8
-MEASURE_SIZES = (1, 8, 32, 128)
+MEASURE_SIZES = (1, 8, 32, 128, 256)
 MEASURE_BUDGET = 0.25  # seconds of timed calls per runtime and batch size, at most
 MEASURE_SLOWEST = 0.1  # seconds per TensorFlow call beyond which larger sizes are not measured
 
@@ -41,7 +44,7 @@ class RuntimeRefused(Exception):
 class BySize:
     """LiteRT for batches of at most `limit` images, TensorFlow above (a measured crossover)."""
 
-    def __init__(self, fast: Classifier, reference: Classifier, limit: float) -> None:
+    def __init__(self, fast: Classifier, reference: Classifier, limit: int) -> None:
         self.fast, self.reference, self.limit = fast, reference, limit
         self.labels = reference.labels
         self.input_shape = reference.input_shape
@@ -72,13 +75,12 @@ def _seconds_per_call(predict: Callable[[np.ndarray], np.ndarray], batch: np.nda
     return float(np.median(times))
 
 
-def measured_limit(fast: Classifier, reference: Classifier, sizes: tuple[int, ...]) -> float:
-    """The largest batch size up to which `fast` won at every measured size (inf: all of them).
+def measured_limit(fast: Classifier, reference: Classifier, sizes: tuple[int, ...]) -> int:
+    """The largest measured batch size up to which `fast` won at every measured size (0: none).
 
-    Sizes past one where a TensorFlow call took MEASURE_SLOWEST are not measured (a slow load):
-    the limit is then the last size measured.
+    Sizes past one where a TensorFlow call took MEASURE_SLOWEST are not measured (a slow load).
     """
-    limit = 0.0
+    limit = 0
     rng = np.random.default_rng(1)
     for size in sizes:
         batch = rng.random((size, *reference.input_shape), dtype=np.float32)
@@ -89,13 +91,13 @@ def measured_limit(fast: Classifier, reference: Classifier, sizes: tuple[int, ..
         )
         if fast_s >= reference_s:
             return limit
-        limit = float(size)
-        if reference_s > MEASURE_SLOWEST and size != sizes[-1]:
-            return limit
-    return math.inf
+        limit = size
+        if reference_s > MEASURE_SLOWEST:
+            break
+    return limit
 
 
-def open_litert(version: ModelVersion, reference: Classifier) -> tuple[Classifier, str]:
+def open_litert(version: ModelVersion, reference: Classifier) -> tuple[LiteRTClassifier, str]:
     """LiteRT for the version, checked against `reference`; raises with the reason it cannot."""
     from serve.litert import LiteRTClassifier  # ImportError when ai-edge-litert is absent
 
@@ -129,9 +131,9 @@ def with_runtime(version: ModelVersion, tensorflow: Classifier, runtime: str) ->
         log.info("%s: LiteRT serves it (%s)", name, origin)
         return lite
     limit = measured_limit(lite, tensorflow, MEASURE_SIZES)
+    lite.drop_larger(limit)
     if limit == 0:
         log.info("%s: auto: TensorFlow was faster at batch 1; TensorFlow serves it", name)
         return tensorflow
-    shown = "every batch" if math.isinf(limit) else f"batches <= {limit:.0f}"
-    log.info("%s: auto: LiteRT serves %s, TensorFlow above (%s)", name, shown, origin)
+    log.info("%s: auto: LiteRT serves batches <= %d, TensorFlow above (%s)", name, limit, origin)
     return BySize(lite, tensorflow, limit)
