@@ -30,6 +30,8 @@ from serve.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ("a", "b", "c")
+HISTORY = {"loss": [1.0, 0.9], "val_loss": [1.0, 0.9], "accuracy": [0.5, 0.6],
+           "val_accuracy": [0.5, 0.6]}  # fmt: skip
 
 
 def make_version(root: Path, seed: int = 0, *, artefact: bool = False) -> ModelVersion:
@@ -202,6 +204,22 @@ def test_a_version_without_artefact_is_converted_into_the_cache_once(
     monkeypatch.setattr(artefacts, "convert_litert", no_second_conversion)
     assert isinstance(load(version, "litert"), LiteRTClassifier)
     assert not (version.path / LITERT_FILE).exists()  # the repository is left alone
+
+
+def test_training_writes_and_records_the_litert_artefact(tmp_path: Path) -> None:
+    import keras
+    from training.export import write_version
+
+    model = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(len(CLASSES), activation="softmax")])  # fmt: skip
+    manifest = Manifest("tiny", 0, CLASSES, Preprocessing("grayscale", (12, 12)))
+    path, published = write_version(tmp_path, model, manifest, HISTORY, tta_flip=False)
+    entry = published.artefacts[LITERT]
+    assert sha256_bytes((path / entry.file).read_bytes()) == entry.sha256
+    assert entry.source_sha256 == saved_model_digest(path)
+    assert entry.converter.startswith("tensorflow ")
+    version = read_version("tiny", published.version, path)
+    assert isinstance(load(version, "litert"), LiteRTClassifier)
 
 
 def test_manifests_without_artefacts_read_and_write_as_before(tmp_path: Path) -> None:
