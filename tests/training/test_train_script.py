@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from serve.manifest import Manifest
 from tests.conftest import REPO_ROOT
@@ -32,6 +33,23 @@ def train(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedPro
 @pytest.fixture(scope="module")
 def gray_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("gray"), "gray", per_class=20, test_per_class=5)
+
+
+def accuracy_of(version: Path, test_dir: Path) -> float:
+    """The SavedModel's accuracy on `test_dir/<class>/*.png`, computed here from the pixels
+    (28x28 grayscale, pixel * scale + offset as the manifest says) without the training code."""
+    pre = json.loads((version / "manifest.json").read_text())["preprocessing"]
+    classes = sorted(p.name for p in test_dir.iterdir())
+    images, labels = [], []
+    for index, name in enumerate(classes):
+        for path in sorted((test_dir / name).glob("*.png")):
+            pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+            images.append(pixels[:, :, np.newaxis] * pre["scale"] + pre["offset"])
+            labels.append(index)
+    loaded = tf.saved_model.load(str(version))
+    batch = tf.constant(np.stack(images))
+    probs = loaded.signatures["serving_default"](images=batch)["probabilities"].numpy()
+    return float(np.mean(probs.argmax(axis=1) == np.array(labels)))
 
 
 @pytest.mark.slow
@@ -68,7 +86,11 @@ def test_two_runs_write_versions_one_and_two(gray_data: Path, tmp_path: Path):
     assert manifest_data["task"] == "digits" and manifest_data["version"] == 1
     assert manifest_data["classes"] == ["dark", "light"]
     assert manifest_data["input_shape"] == [28, 28, 1]
-    assert 0.0 <= manifest_data["metrics"]["test_accuracy"] <= 1.0
+    # The accuracy the manifest claims is the one the exported model has on the test folder.
+    assert manifest_data["metrics"]["test_accuracy"] == pytest.approx(
+        accuracy_of(version, gray_data / "test"), abs=1e-6
+    )
+    assert manifest_data["metrics"]["test_images"] == 10
     assert manifest_data["training"]["epochs_run"] == 1
     manifest = Manifest.read(version / "manifest.json")
 
@@ -117,7 +139,17 @@ def test_a_tar_gz_archive_is_accepted(gray_data: Path, tmp_path: Path):
         env={**os.environ, "CLFSERVE_CACHE": str(env_cache), "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "trained" / "mnist" / "1" / "saved_model.pb").is_file()
+    version = tmp_path / "trained" / "mnist" / "1"
+    manifest = Manifest.read(version / "manifest.json")
+    assert manifest.training["data"] == str(archive)
+    assert manifest.classes == ("dark", "light")
+    assert manifest.metrics["test_images"] == 10
+    assert manifest.training["train_images"] + manifest.training["validation_images"] == 40
+    (unpacked,) = (env_cache / "clfserve" / "datasets").iterdir()  # unpacked once, in the cache
+    assert sorted(p.name for p in (unpacked / "gray" / "train").iterdir()) == ["dark", "light"]
+    assert manifest.test_accuracy == pytest.approx(
+        accuracy_of(version, gray_data / "test"), abs=1e-6
+    )
 
 
 def test_unreadable_training_images_are_skipped_and_counted(gray_data: Path, tmp_path: Path):
