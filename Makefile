@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install lock demo test lint typecheck check protos protos-check bench-serve bench-batch bench-watch bench-runtime train clean
+.PHONY: install lock demo test coverage lint typecheck check protos protos-check bench-serve bench-batch bench-watch bench-runtime train clean
 
 # The exact versions of requirements.lock, then this package itself (its ranges are in pyproject).
 $(STAMP): pyproject.toml requirements.lock
@@ -28,6 +28,12 @@ demo: $(STAMP)
 
 test: $(STAMP) protos-check lint typecheck
 	$(PY) -m pytest
+
+# The whole suite under coverage: per-module branch coverage of serve/ and batch/ (generated
+# protobuf code excluded; clfserve/clfbatch subprocesses included), then the total.
+coverage: $(STAMP)
+	rm -f .coverage .coverage.*
+	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check serve batch scripts tests
