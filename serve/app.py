@@ -58,7 +58,7 @@ class App:
     def __init__(self, settings: Settings, *, loader: Loader | None = None) -> None:
         self.settings = settings
         self.metrics = ServeMetrics()
-        loader = loader or loader_for(settings.runtime)  # tests pass their own
+        loader = loader or loader_for(settings.runtime, settings.max_batch_size)  # tests: theirs
         self.dataplane = DataPlane(settings, self.metrics, loader=loader, on_change=self._changed)
         self.grpc = GrpcServer(settings, self.dataplane)
         self.port = self.grpc.port

@@ -57,8 +57,11 @@ class SavedModelClassifier:
         self.predict(np.zeros((1, *self.input_shape), dtype=np.float32))
 
 
-def load(version: ModelVersion, runtime: str = "tensorflow") -> Classifier:
-    """Load and warm one version on `runtime` ("tensorflow", "litert" or "auto").
+def load(
+    version: ModelVersion, runtime: str = "tensorflow", max_batch: int | None = None
+) -> Classifier:
+    """Load and warm one version on `runtime` ("tensorflow", "litert" or "auto"); `auto`
+    compares the runtimes up to `max_batch` images (default 256).
 
     Raises whatever TensorFlow raises for a broken SavedModel; a runtime that cannot serve the
     version leaves it on TensorFlow (see `serve.runtime`).
@@ -69,9 +72,9 @@ def load(version: ModelVersion, runtime: str = "tensorflow") -> Classifier:
         return classifier
     from serve.runtime import with_runtime
 
-    return with_runtime(version, classifier, runtime)
+    return with_runtime(version, classifier, runtime, max_batch)
 
 
-def loader_for(runtime: str) -> Callable[[ModelVersion], Classifier]:
+def loader_for(runtime: str, max_batch: int | None = None) -> Callable[[ModelVersion], Classifier]:
     """`load` bound to one runtime, for `serve.registry.ModelRegistry(loader=...)`."""
-    return functools.partial(load, runtime=runtime)
+    return functools.partial(load, runtime=runtime, max_batch=max_batch)

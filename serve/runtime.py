@@ -115,8 +115,21 @@ def open_litert(version: ModelVersion, reference: Classifier) -> tuple[LiteRTCla
     return lite, origin
 
 
-def with_runtime(version: ModelVersion, tensorflow: Classifier, runtime: str) -> Classifier:
-    """The version's classifier for `runtime`, given its warmed TensorFlow classifier."""
+def measure_sizes(max_batch: int | None) -> tuple[int, ...]:
+    """MEASURE_SIZES below `max_batch`, then `max_batch` itself (all of them when None)."""
+    if max_batch is None:
+        return MEASURE_SIZES
+    return (*(size for size in MEASURE_SIZES if size < max_batch), max_batch)
+
+
+def with_runtime(
+    version: ModelVersion, tensorflow: Classifier, runtime: str, max_batch: int | None = None
+) -> Classifier:
+    """The version's classifier for `runtime`, given its warmed TensorFlow classifier.
+
+    `max_batch`: the largest batch the caller will send (the server's max_batch_size), so
+    that `auto` measures up to it only.
+    """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
     if runtime == "tensorflow":
@@ -130,7 +143,7 @@ def with_runtime(version: ModelVersion, tensorflow: Classifier, runtime: str) ->
     if runtime == "litert":
         log.info("%s: LiteRT serves it (%s)", name, origin)
         return lite
-    limit = measured_limit(lite, tensorflow, MEASURE_SIZES)
+    limit = measured_limit(lite, tensorflow, measure_sizes(max_batch))
     lite.drop_larger(limit)
     if limit == 0:
         log.info("%s: auto: TensorFlow was faster at batch 1; TensorFlow serves it", name)

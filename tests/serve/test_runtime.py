@@ -25,7 +25,7 @@ from serve.litert import LiteRTClassifier
 from serve.loader import SavedModelClassifier, load
 from serve.manifest import Manifest, Preprocessing
 from serve.repository import MANIFEST_FILE, ModelVersion, read_version
-from serve.runtime import TOLERANCE, BySize, check_inputs
+from serve.runtime import MEASURE_SIZES, TOLERANCE, BySize, check_inputs, measure_sizes
 from serve.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -130,6 +130,13 @@ def test_each_runtime_is_chosen_by_name_and_they_agree(tmp_path: Path) -> None:
         assert (got.argmax(1) == expected[:size].argmax(1)).all()
     auto = load(version, "auto")
     assert np.abs(auto.predict(images) - expected).max() <= TOLERANCE
+
+
+def test_auto_measures_up_to_the_largest_batch_it_will_be_sent() -> None:
+    assert measure_sizes(None) == MEASURE_SIZES
+    assert measure_sizes(32) == (1, 8, 32)
+    assert measure_sizes(100) == (1, 8, 32, 100)
+    assert measure_sizes(1) == (1,)
 
 
 def test_by_size_sends_small_batches_to_the_fast_runtime() -> None:
