@@ -65,14 +65,22 @@ def largest_difference(candidate: Classifier, reference: Classifier, inputs: np.
     return float(np.max(np.abs(candidate.predict(inputs) - reference.predict(inputs))))
 
 
-def _seconds_per_call(predict: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> float:
-    predict(batch)  # the first call at a size pays for allocation
-    times: list[float] = []
-    while len(times) < 3 or (sum(times) < MEASURE_BUDGET and len(times) < 20):
-        start = time.perf_counter()
-        predict(batch)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def _seconds_per_call(
+    fast: Callable[[np.ndarray], np.ndarray],
+    reference: Callable[[np.ndarray], np.ndarray],
+    batch: np.ndarray,
+) -> tuple[float, float]:
+    """Median seconds per call of each; calls alternate so that a burst of load from
+    elsewhere on the machine hits both alike."""
+    fast(batch)  # the first call at a size pays for allocation
+    reference(batch)
+    times: tuple[list[float], list[float]] = ([], [])
+    while len(times[0]) < 3 or (sum(times[1]) < MEASURE_BUDGET and len(times[0]) < 20):
+        for predict, spent in zip((fast, reference), times, strict=True):
+            start = time.perf_counter()
+            predict(batch)
+            spent.append(time.perf_counter() - start)
+    return float(np.median(times[0])), float(np.median(times[1]))
 
 
 def measured_limit(fast: Classifier, reference: Classifier, sizes: tuple[int, ...]) -> int:
@@ -84,8 +92,7 @@ def measured_limit(fast: Classifier, reference: Classifier, sizes: tuple[int, ..
     rng = np.random.default_rng(1)
     for size in sizes:
         batch = rng.random((size, *reference.input_shape), dtype=np.float32)
-        fast_s = _seconds_per_call(fast.predict, batch)
-        reference_s = _seconds_per_call(reference.predict, batch)
+        fast_s, reference_s = _seconds_per_call(fast.predict, reference.predict, batch)
         log.debug(
             "batch %d: LiteRT %.3f ms, TensorFlow %.3f ms", size, fast_s * 1e3, reference_s * 1e3
         )
