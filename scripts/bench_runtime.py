@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from serve.artefacts import litert_model  # noqa: E402
-from serve.litert import LiteRTClassifier, default_threads  # noqa: E402
+from serve.litert import SINGLE_THREAD_BATCH, LiteRTClassifier, default_threads  # noqa: E402
 from serve.loader import SavedModelClassifier  # noqa: E402
 from serve.repository import ModelVersion, scan  # noqa: E402
 
@@ -152,7 +152,9 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=512, help="synthetic images")
     parser.add_argument("--data", type=Path, help="a dataset archive: use its test split")
     args = parser.parse_args()
-    print(f"threads: {default_threads()} (LiteRT, ONNX Runtime); load: {os.getloadavg()}")
+    threads = default_threads()
+    print(f"threads: LiteRT {default_threads(1)} up to batch {SINGLE_THREAD_BATCH}, then {threads};"
+          f" ONNX Runtime {threads}; load: {os.getloadavg()}")  # fmt: skip
     for name, versions in scan(args.repository).items():
         if not args.models or name in args.models:
             for version in versions:

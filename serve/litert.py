@@ -18,12 +18,18 @@ from typing import Any
 import numpy as np
 
 THREADS_ENV = "CLFSERVE_LITERT_THREADS"
+SINGLE_THREAD_BATCH = 8  # up to this size, one thread beat two (2 busy CPUs, mnist and cifar10)
 
 
-def default_threads() -> int:
-    """`$CLFSERVE_LITERT_THREADS`, else every CPU (as TensorFlow's intra-op pool)."""
+def default_threads(size: int | None = None) -> int:
+    """`$CLFSERVE_LITERT_THREADS`, else one thread for batches of up to SINGLE_THREAD_BATCH
+    (splitting a sub-millisecond call costs more than it saves), else every CPU."""
     configured = os.environ.get(THREADS_ENV)
-    return int(configured) if configured else max(1, os.cpu_count() or 1)
+    if configured:
+        return int(configured)
+    if size is not None and size <= SINGLE_THREAD_BATCH:
+        return 1
+    return max(1, os.cpu_count() or 1)
 
 
 class _Slot:
@@ -59,13 +65,13 @@ class LiteRTClassifier:
 
         self._interpreter_class = Interpreter
         self._model = model
-        self._threads = threads or default_threads()
+        self._threads = threads  # None: by batch size (default_threads)
         self._max = max(1, max_interpreters)
         self._slots: OrderedDict[int, _Slot] = OrderedDict()
         self._lock = threading.Lock()
         self.labels = labels
         self.input_shape = input_shape
-        probe = self._new_interpreter()  # a corrupt or foreign flatbuffer fails here, at load
+        probe = self._new_interpreter(1)  # a corrupt or foreign flatbuffer fails here, at load
         inputs, outputs = probe.get_input_details(), probe.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError(f"expected one input and one output, not {len(inputs)}/{len(outputs)}")
@@ -78,13 +84,14 @@ class LiteRTClassifier:
                 f"model has {outputs[0]['shape_signature'][-1]} outputs, not {len(labels)}"
             )
 
-    def _new_interpreter(self) -> Any:
-        return self._interpreter_class(model_content=self._model, num_threads=self._threads)
+    def _new_interpreter(self, size: int) -> Any:
+        threads = self._threads or default_threads(size)
+        return self._interpreter_class(model_content=self._model, num_threads=threads)
 
     def _slot(self, size: int) -> _Slot:
         slot = self._slots.get(size)
         if slot is None:
-            slot = _Slot(self._new_interpreter(), (size, *self.input_shape))
+            slot = _Slot(self._new_interpreter(size), (size, *self.input_shape))
             self._slots[size] = slot
             while len(self._slots) > self._max:
                 self._slots.popitem(last=False)
