@@ -5,9 +5,11 @@ loop. Whenever the model is idle and something is queued, everything queued (up 
 `max_batch_size` images) goes to the model at once, in the batcher's own worker thread; results
 come back in one callback on the loop, which starts the next batch straight away. So a lone
 request on an idle model costs one thread hop and no timer, and under load batches grow by
-themselves while the model is busy. The one wait: while other requests are still *arriving*
-(they hold this version and are decoding, see `arriving()`), an idle model waits up to `timeout`
-for them, and no longer than the last of them takes.
+themselves while the model is busy. A model call measured to take less than `inline` seconds at
+that batch size runs on the loop itself: for a tiny model the thread hop costs more than the
+call (a LiteRT MNIST call at batch 1 is ~0.05 ms). The one wait: while other requests are still
+*arriving* (they hold this version and are decoding, see `arriving()`), an idle model waits up to
+`timeout` for them, and no longer than the last of them takes.
 
     batcher = Batcher(classifier.predict, max_batch_size=32, timeout=0.002, queue_bound=256)
     batcher.start()
@@ -23,6 +25,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 Predict = Callable[[np.ndarray], np.ndarray]
 R = TypeVar("R")
 Done = Callable[[Any, BaseException | None], None]  # (result, error), called on the loop
+Outcome = tuple[np.ndarray | None, BaseException | None]  # a model call's (result, error)
 BatchObserver = Callable[[int, int], None]  # (images in the batch, requests still queued)
 
 
@@ -111,8 +115,11 @@ class Batcher:
         queue_bound: int = 256,
         name: str = "batcher",
         observe: BatchObserver | None = None,
+        inline: float = 0.0003,
     ) -> None:
         self._predict = predict
+        self.inline = inline
+        self._cost: dict[int, float] = {}  # batch size -> recent seconds per model call
         self.max_batch_size = max_batch_size
         self.timeout = timeout
         self.queue_bound = queue_bound
@@ -123,6 +130,7 @@ class Batcher:
         )
         self._arriving = 0
         self._busy = False  # a model call is running
+        self._soon = False  # a dispatch is scheduled for the next loop turn
         self._wait: asyncio.TimerHandle | None = None  # armed while waiting for arrivals
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: WorkerPool | None = None
@@ -160,12 +168,15 @@ class Batcher:
             )
         future: asyncio.Future[np.ndarray] = self._loop.create_future()
         self._queue.append((inputs, future))
-        if not self._busy:
-            self._dispatch()
+        if not self._busy and not self._soon:
+            # One loop turn later: requests the loop is handling in this turn join the batch.
+            self._soon = True
+            self._loop.call_soon(self._dispatch)
         return await future
 
     def _dispatch(self) -> None:
         """Start a model call on what is queued, unless one runs or arrivals are worth a wait."""
+        self._soon = False
         if self._busy or self._closed:
             return
         queue_ = self._queue
@@ -197,10 +208,29 @@ class Batcher:
         if self._observe is not None:
             self._observe(len(arrays), len(queue_))
         self._busy = True
+        size = len(arrays)
+        if self._cost.get(size, 1.0) < self.inline:
+            probs, error = self._timed(arrays)
+            self._done(batch, probs, error)
+            return
         assert self._worker is not None and self._loop is not None
-        self._worker.submit(
-            self._loop, self._predict, arrays, lambda probs, error: self._done(batch, probs, error)
-        )
+
+        def finished(outcome: Outcome | None, error: BaseException | None) -> None:
+            self._done(batch, *(outcome or (None, error)))
+
+        self._worker.submit(self._loop, self._timed, arrays, finished)
+
+    def _timed(self, arrays: np.ndarray) -> Outcome:
+        """The model call and its outcome; its duration feeds the inline decision."""
+        started = time.perf_counter()
+        try:
+            probs = self._predict(arrays)
+        except Exception as exc:
+            return None, exc
+        seconds = time.perf_counter() - started
+        size = len(arrays)
+        self._cost[size] = 0.8 * self._cost.get(size, seconds) + 0.2 * seconds
+        return probs, None
 
     def _done(
         self,

@@ -48,10 +48,9 @@ class Server:
 def wait_ready(target: str, models: list[str], timeout: float = 180.0) -> None:
     """Wait until every model answers `ModelReady` (clfserve listens before it has loaded)."""
     import grpc
-    from inference import grpc_service_pb2 as pb
-    from inference import grpc_service_pb2_grpc
 
-    import serve.grpc  # noqa: F401
+    from serve.grpc import grpc_service_pb2 as pb
+    from serve.grpc import grpc_service_pb2_grpc
 
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(target) as channel:

@@ -69,7 +69,11 @@ class Bench:
                 *self.serve_args, *extra,
             ]  # fmt: skip
             process = Server(server, command, port_file, ROOT)
-            wait_ready(process.target, list(self.versions))
+            try:
+                wait_ready(process.target, list(self.versions))
+            except BaseException:
+                process.stop()
+                raise
             return process
         pairs = [f"{name}={path}" for name, path in self.versions.items()]
         command = [sys.executable, str(SCRIPT), "--baseline", server, str(port_file), *pairs]

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from inference import grpc_service_pb2 as pb
-from inference import grpc_service_pb2_grpc
 
-import serve.grpc  # noqa: F401  (puts the generated `inference` package on the path)
+from serve.grpc import grpc_service_pb2 as pb
+from serve.grpc import grpc_service_pb2_grpc
 
 
 def _signature(version_dir: Path) -> tuple[str, str, int]:

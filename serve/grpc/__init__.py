@@ -12,5 +12,6 @@ if _GENERATED not in sys.path:
     sys.path.append(_GENERATED)
 
 from clf.v1 import clf_pb2, clf_pb2_grpc  # noqa: E402  (needs the path above)
+from inference import grpc_service_pb2, grpc_service_pb2_grpc  # noqa: E402
 
-__all__ = ["clf_pb2", "clf_pb2_grpc"]
+__all__ = ["clf_pb2", "clf_pb2_grpc", "grpc_service_pb2", "grpc_service_pb2_grpc"]
