@@ -125,10 +125,16 @@ def _recorded(version: ModelVersion, entry: Artefact) -> bytes:
 
 
 def _cached(version: ModelVersion) -> tuple[bytes, str]:
+    """The cached conversion (checked against its recorded sha256), else a new one."""
     folder = cache_root() / saved_model_digest(version.path)
-    path = folder / LITERT_FILE
-    if path.is_file():
-        return path.read_bytes(), f"cache {path}"
+    path, checksum = folder / LITERT_FILE, folder / f"{LITERT_FILE}.sha256"
+    try:
+        data = path.read_bytes()
+        if sha256_bytes(data) == checksum.read_text().strip():
+            return data, f"cache {path}"
+        log.warning("%s is corrupt: converting again", path)
+    except OSError:
+        pass  # not cached yet
     log.info(
         "%s v%d has no %s: converting into %s", version.name, version.version, LITERT_FILE, folder
     )
@@ -136,6 +142,7 @@ def _cached(version: ModelVersion) -> tuple[bytes, str]:
         data = convert_litert(version.path, version.manifest.signature.name)
         folder.mkdir(parents=True, exist_ok=True)
         _write_atomic(path, data)
+        _write_atomic(checksum, sha256_bytes(data).encode())
     except Exception as exc:  # the converter raises many types; any failure means no artefact
         raise ArtefactError(f"conversion to LiteRT failed: {str(exc)[:300]}") from exc
     return data, f"converted into {path}"

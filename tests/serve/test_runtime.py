@@ -211,6 +211,11 @@ def test_a_version_without_artefact_is_converted_into_the_cache_once(
     monkeypatch.setattr(artefacts, "convert_litert", no_second_conversion)
     assert isinstance(load(version, "litert"), LiteRTClassifier)
     assert not (version.path / LITERT_FILE).exists()  # the repository is left alone
+    monkeypatch.undo()
+    monkeypatch.setenv(artefacts.CACHE_ENV, str(private_cache))
+    cached.write_bytes(cached.read_bytes()[:100])  # a damaged cache entry is converted again
+    assert isinstance(load(version, "litert"), LiteRTClassifier)
+    assert cached.stat().st_size > 100
 
 
 def test_training_writes_and_records_the_litert_artefact(tmp_path: Path) -> None:
