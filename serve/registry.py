@@ -31,9 +31,8 @@ from serve.repository import (
     MANIFEST_FILE,
     SAVED_MODEL_FILE,
     ModelVersion,
-    is_complete,
+    complete_versions,
     read_version,
-    version_dirs,
 )
 from serve.settings import VersionPolicy
 
@@ -159,18 +158,10 @@ class ModelRegistry:
             self.synced = True
 
     def _discover(self) -> dict[str, dict[int, tuple[Path, tuple[int, int]]]]:
-        found: dict[str, dict[int, tuple[Path, tuple[int, int]]]] = {}
-        if not self.root.is_dir():
-            return found
-        for model_dir in sorted(self.root.iterdir()):
-            if not model_dir.is_dir() or model_dir.name.startswith("."):
-                continue
-            versions = {
-                v: (p, _fingerprint(p)) for v, p in version_dirs(model_dir) if is_complete(p)
-            }
-            if versions:
-                found[model_dir.name] = versions
-        return found
+        return {
+            name: {number: (path, _fingerprint(path)) for number, path in versions.items()}
+            for name, versions in complete_versions(self.root).items()
+        }
 
     async def _sync_model(
         self, name: str, on_disk: dict[int, tuple[Path, tuple[int, int]]]

@@ -53,25 +53,36 @@ def read_version(name: str, version: int, path: Path) -> ModelVersion:
     return ModelVersion(name, version, path, Manifest.read(path / MANIFEST_FILE))
 
 
+def complete_versions(root: Path) -> dict[str, dict[int, Path]]:
+    """Every complete version directory under `root` (manifest not yet read), by model name.
+
+    The one walk of the repository: `scan` reads these, the server's registry loads them.
+    """
+    found: dict[str, dict[int, Path]] = {}
+    if not root.is_dir():
+        return found
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        versions = {number: path for number, path in version_dirs(model_dir) if is_complete(path)}
+        if versions:
+            found[model_dir.name] = versions
+    return found
+
+
 def scan(root: Path) -> dict[str, list[ModelVersion]]:
     """Every complete, readable version under `root`, by model name, oldest version first.
 
     A malformed version is logged and skipped; it never hides the others.
     """
     models: dict[str, list[ModelVersion]] = {}
-    if not root.is_dir():
-        return models
-    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for name, paths in complete_versions(root).items():
         versions = []
-        for number, path in version_dirs(model_dir):
-            if not is_complete(path):
-                continue
+        for number, path in paths.items():
             try:
-                versions.append(read_version(model_dir.name, number, path))
+                versions.append(read_version(name, number, path))
             except ManifestError as exc:
                 log.warning("skipping %s: %s", path, exc)
         if versions:
-            models[model_dir.name] = versions
+            models[name] = versions
     return models
 
 

@@ -8,7 +8,8 @@ How our concepts appear in the v2 API:
 | version or label           | `model_version`: "" (newest), "3", or a label ("stable", ...)   |
 | model input                | input `images` FP32 [N, H, W, C]                                |
 | raw pixels                 | input `images` UINT8 [N, H, W, C] or [N, H, W]                  |
-| encoded images             | input `images` BYTES [N] (or [N, 1])                            |
+| encoded images             | input `images` or `images_bytes` BYTES [N] (or [N, 1]); model   |
+|                            | metadata lists both `images` (FP32) and `images_bytes` (BYTES)  |
 | probabilities              | output `probabilities` FP32 [N, classes], manifest class order  |
 | top-k labels               | Triton's classification extension: requested output parameter   |
 |                            | `classification: k` -> BYTES [N, k] "score:index:label"         |
@@ -44,6 +45,11 @@ class Reply:
 
     raw: bool
     top_k: int = 0  # > 0: the classification output instead of the probabilities
+
+
+def encoded_input(signature: Signature) -> str:
+    """The name model metadata gives encoded images (BYTES), beside the FP32 model input."""
+    return f"{signature.input}_bytes"
 
 
 def version_choice(text: str) -> tuple[int | None, str | None]:
@@ -163,12 +169,15 @@ def classify_request_from_infer(
 ) -> tuple[ClassifyRequest, Reply]:
     """A ModelInferRequest -> the domain request and how to shape the answer."""
     sent = [tensor.name for tensor in request.inputs]
-    if sent != [signature.input]:
-        missing = [] if signature.input in sent else [signature.input]
+    accepted = (signature.input, encoded_input(signature))
+    if len(sent) != 1 or sent[0] not in accepted:
+        missing = [] if set(sent) & set(accepted) else [signature.input]
         raise InvalidInput(
             f"expected 1 input but got {len(sent)} for model {request.model_name!r}: sent "
-            f"{sent}, unexpected {[n for n in sent if n != signature.input]}, missing {missing}"
+            f"{sent}, unexpected {[n for n in sent if n not in accepted]}, missing {missing}"
         )
+    if sent[0] != signature.input and request.inputs[0].datatype != "BYTES":
+        raise InvalidInput(f"input {sent[0]!r} takes BYTES (encoded images) only")
     raw_contents = list(request.raw_input_contents)
     if raw_contents and len(raw_contents) != len(request.inputs):
         raise InvalidInput(
@@ -221,6 +230,9 @@ def metadata_response(info: ModelInfo, manifest: Manifest) -> pb.ModelMetadataRe
         name=info.name,
         versions=[str(v.version) for v in info.versions if v.state is VersionState.AVAILABLE],
         platform=PLATFORM,
-        inputs=[Tensor(name=sig.input, datatype="FP32", shape=[-1, *manifest.input_shape])],
+        inputs=[
+            Tensor(name=sig.input, datatype="FP32", shape=[-1, *manifest.input_shape]),
+            Tensor(name=encoded_input(sig), datatype="BYTES", shape=[-1]),
+        ],
         outputs=[Tensor(name=sig.output, datatype="FP32", shape=[-1, len(manifest.classes)])],
     )

@@ -70,7 +70,8 @@ def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
         "tensorflow_savedmodel",
     )
     assert meta["inputs"] == [
-        {"name": "images", "datatype": "FP32", "shape": ["-1", "32", "32", "3"]}
+        {"name": "images", "datatype": "FP32", "shape": ["-1", "32", "32", "3"]},
+        {"name": "images_bytes", "datatype": "BYTES", "shape": ["-1"]},
     ]
     assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": ["-1", "3"]}]
 
@@ -88,8 +89,11 @@ def test_infer_matches_native_api(client, server, model_repository, model, make,
 
     by_bytes = client.infer(model, [image_input(images)], request_id="a7")
     by_floats = client.infer(model, [floats], outputs=[output], model_version="1")
+    named = triton.InferInput("images_bytes", [len(images)], "BYTES")  # as metadata lists it
+    named.set_data_from_numpy(np.array(images, dtype=np.object_))
+    by_name = client.infer(model, [named])
 
-    for result in (by_bytes, by_floats):
+    for result in (by_bytes, by_floats, by_name):
         response = result.get_response()
         assert (response.model_name, response.model_version) == (model, "1")
         assert len(response.raw_output_contents) == 1  # raw in, raw out
