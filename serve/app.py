@@ -32,6 +32,7 @@ from serve.loader import loader_for
 from serve.logs import JsonFormatter
 from serve.metrics import ServeMetrics
 from serve.registry import Loader
+from serve.security import ConfigError, Security
 from serve.settings import Settings
 
 log = logging.getLogger("serve")
@@ -155,6 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The `clfserve` console script."""
     settings = Settings.from_args(argv)
     configure_logging(settings)
+    try:  # before anything starts: a server meant to be closed never starts open
+        log.info("security: %s", Security.from_settings(settings).describe())
+    except ConfigError as exc:
+        print(f"clfserve: error: {exc}", file=sys.stderr, flush=True)
+        return 2
     asyncio.run(serve(settings))
     return 0
 

@@ -64,6 +64,13 @@ class ServeMetrics:
             ["model"],
             registry=self.registry,
         )
+        self.auth_failures = Counter(
+            "clfserve_auth_failures",
+            "Calls refused for their bearer token, by reason (missing, malformed, wrong)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._auth = {r: self.auth_failures.labels(r) for r in ("missing", "malformed", "wrong")}
         self._http: tuple[WSGIServer, threading.Thread] | None = None
         self._children: dict[tuple[str, int | None, str], tuple[Any, Any, Any]] = {}
 
@@ -85,6 +92,10 @@ class ServeMetrics:
         latency.observe(seconds)
         if classified is not None:
             classified.inc(images)
+
+    def auth_failed(self, reason: str) -> None:
+        """Count one call refused for its token (`reason`: missing, malformed or wrong)."""
+        self._auth[reason].inc()
 
     def batch_observer(self, model: str, version: int) -> Callable[[int, int], None]:
         """A callback for one version's batcher: (images in the batch, requests still queued)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -98,6 +98,19 @@ class Settings(BaseSettings):
     grace: float = Field(10.0, ge=0, description="seconds in-flight requests get at shutdown")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
     log_level: str = Field("INFO", description="logging level")
+    # Security (docs/security.md): TLS when a certificate is given, tokens when any is given.
+    tls_cert: Path | None = Field(None, description="server certificate chain (PEM): TLS")
+    tls_key: Path | None = Field(None, description="server private key (PEM), with --tls-cert")
+    tls_client_ca: Path | None = Field(
+        None, description="CA (PEM) that must sign client certificates: mutual TLS"
+    )
+    auth_token_file: Path | None = Field(
+        None, description="bearer tokens, one `token` or `name:token` a line"
+    )
+    auth_tokens: SecretStr | None = Field(
+        None, description="comma-separated tokens (prefer CLFSERVE_AUTH_TOKENS to the flag)"
+    )
+    auth_health: bool = Field(False, description="require a token for health and reflection too")
 
     @field_validator("version_policy")
     @classmethod

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from serve.dataplane import DataPlane
 from serve.grpc import clf_servicer, kserve
+from serve.security import Security
 from serve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ class GrpcServer:
     ) -> None:
         self._plane = dataplane
         limit = settings.max_message_bytes
+        self.security = Security.from_settings(settings)  # ConfigError: refuse to start
         self.server = grpc.aio.server(
+            interceptors=self.security.interceptors(dataplane.metrics),
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -57,7 +60,7 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = [*names, HEALTH_SERVICE, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(self.service_names, self.server)
-        self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
+        self.port, self.tls = self.security.bind(self.server, f"{settings.host}:{settings.port}")
         self._models_with_health: set[str] = set()
         self._stopping = False
 
