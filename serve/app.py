@@ -28,6 +28,7 @@ from watchdog.observers import Observer
 
 from serve.dataplane import DataPlane
 from serve.grpc.server import GrpcServer
+from serve.http import HttpServer
 from serve.loader import loader_for
 from serve.logs import JsonFormatter
 from serve.metrics import ServeMetrics
@@ -64,6 +65,8 @@ class App:
         self.grpc = GrpcServer(settings, self.dataplane)
         self.port = self.grpc.port
         self.metrics_port: int | None = None
+        self.http = HttpServer(settings, self.dataplane) if settings.rest_port is not None else None
+        self.rest_port: int | None = None
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._observer: Observer | None = None  # type: ignore[valid-type]
@@ -79,6 +82,11 @@ class App:
         log.info("listening on %s:%d", self.settings.host, self.port)
         if self.settings.port_file is not None:
             self.settings.port_file.write_text(f"{self.port}\n")
+        if self.http is not None:
+            self.rest_port = await self.http.start()
+            log.info("REST on %s:%d", self.settings.host, self.rest_port)
+            if self.settings.rest_port_file is not None:
+                self.settings.rest_port_file.write_text(f"{self.rest_port}\n")
         self._tasks.append(asyncio.create_task(self._lifecycle(), name="lifecycle"))
 
     async def _lifecycle(self) -> None:
@@ -111,7 +119,8 @@ class App:
     async def stop(self) -> None:
         """Graceful: NOT_SERVING, finish in-flight requests within the grace period, unload."""
         log.info("shutting down (grace %.1f s)", self.settings.grace)
-        await self.grpc.stop(self.settings.grace)
+        http = [self.http.stop()] if self.http is not None else []
+        await asyncio.gather(self.grpc.stop(self.settings.grace), *http)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", description="address to listen on")
     port: int = Field(8500, ge=0, le=65535, description="gRPC port (0 picks a free one)")
     port_file: Path | None = Field(None, description="write the bound gRPC port to this file")
+    rest_port: int | None = Field(
+        None, ge=0, le=65535, description="HTTP/REST port (0 picks a free one; unset: no REST)"
+    )
+    rest_port_file: Path | None = Field(None, description="write the bound REST port to this file")
     max_batch_size: int = Field(32, ge=1, description="most images in one model call")
     batch_timeout_ms: float = Field(
         2.0, ge=0, description="longest wait for more requests that are already arriving"

@@ -14,9 +14,6 @@ UNIMPLEMENTED: clfserve's models and their versions come from the repository, no
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import grpc
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -29,21 +26,11 @@ from tensorflow_serving.apis import (
 )
 
 from serve.dataplane import ClassifyRequest, DataPlane
-from serve.errors import InvalidInput, VersionNotFound
 from serve.grpc import tfserving_convert as convert
 from serve.grpc.status import grpc_errors
 from serve.manifest import Manifest
 
-
-@contextlib.contextmanager
-def _labels_are_arguments(label: str | None) -> Iterator[None]:
-    """TF Serving answers an unknown version label INVALID_ARGUMENT (a version: NOT_FOUND)."""
-    try:
-        yield
-    except VersionNotFound as exc:
-        if label is None:
-            raise
-        raise InvalidInput(f"Unrecognized servable version label: {label} ({exc})") from exc
+_labels_are_arguments = convert.labels_are_arguments  # shared with the REST API
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):

@@ -17,6 +17,9 @@ How our concepts appear in TF Serving's API:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
@@ -54,6 +57,17 @@ def version_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
     if choice == "version_label":
         return None, spec.version_label
     return None, None
+
+
+@contextlib.contextmanager
+def labels_are_arguments(label: str | None) -> Iterator[None]:
+    """TF Serving answers an unknown version label INVALID_ARGUMENT (a version: NOT_FOUND)."""
+    try:
+        yield
+    except VersionNotFound as exc:
+        if label is None:
+            raise
+        raise InvalidInput(f"Unrecognized servable version label: {label} ({exc})") from exc
 
 
 def check_signature(spec: model_pb2.ModelSpec, signature: Signature) -> None:
