@@ -294,3 +294,60 @@ def test_check_model_input_validates_shape_and_values():
         check_model_input(np.zeros((2, 28, 28, 3)), (28, 28, 1))
     with pytest.raises(InvalidInput, match="NaN or Inf"):
         check_model_input(np.full((1, 28, 28, 1), np.inf), (28, 28, 1))
+
+
+# ---- edges found by mutation testing (make mutation) ----------------------------------------
+
+
+def test_pad_keeps_at_least_one_pixel_of_a_very_thin_image() -> None:
+    thin = np.full((100, 1), 255)  # 1 wide: scaled to 4 high it would be 0.04 wide
+    got = preprocess_bytes(png(thin), gray(4, 4, "pad", interpolation="nearest"))
+    np.testing.assert_allclose(got, tensor([[0, 255, 0, 0]] * 4), atol=1e-7)
+
+
+def test_pixel_limit_is_inclusive() -> None:
+    assert decode(png(np.zeros((10, 10))), max_pixels=100).size == (10, 10)
+    with pytest.raises(InvalidInput, match=r"10x10 = 100 pixels, over the limit of 99"):
+        decode(png(np.zeros((10, 10))), max_pixels=99)
+
+
+def tiff(array: np.ndarray, mode: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
+def test_float_images_are_clipped_to_eight_bits() -> None:
+    values = np.array([[-5.0, 100.4, 300.0, np.nan]], np.float32)
+    got = preprocess_bytes(tiff(values, "F"), gray(1, 4))
+    np.testing.assert_allclose(got, tensor([[0, 100, 255, 0]]), atol=1e-7)
+
+
+def test_32_bit_integer_images_keep_the_high_byte_of_16_bits() -> None:
+    values = np.array([[-5, 0x01FF, 0xAB00, 70_000]], np.int32)
+    got = preprocess_bytes(tiff(values, "I"), gray(1, 4))
+    np.testing.assert_allclose(got, tensor([[0, 0x01, 0xAB, 0xFF]]), atol=1e-7)
+
+
+def test_raw_pixels_with_one_channel_or_alpha() -> None:
+    column = np.array([[[10], [20]]], np.uint8)  # 1 x 2 x 1
+    np.testing.assert_allclose(preprocess_pixels(column, gray(1, 2)), tensor([[10, 20]]), atol=1e-7)
+    rgba = np.array([[[200, 100, 0, 255], [200, 100, 0, 0]]], np.uint8)
+    np.testing.assert_allclose(
+        preprocess_pixels(rgba, rgb(1, 2)), tensor([[[200, 100, 0], [255, 255, 255]]]), atol=1e-7
+    )
+
+
+def test_raw_pixel_range_is_inclusive_of_255() -> None:
+    np.testing.assert_allclose(
+        preprocess_pixels(np.array([[0.0, 255.0]]), gray(1, 2)), tensor([[0, 255]]), atol=1e-7
+    )
+    with pytest.raises(InvalidInput, match=r"0\.\.255"):
+        preprocess_pixels(np.array([[0.0, 255.5]]), gray(1, 2))
+
+
+def test_size_errors_say_what_was_given_and_what_is_expected() -> None:
+    with pytest.raises(InvalidInput, match=r"^image is 2x1, the model takes exactly 3x1$"):
+        preprocess_bytes(png([[7, 8]]), gray(1, 3))
+    with pytest.raises(InvalidInput, match=r"\[2, 28, 28, 3\] does not match .* \[-1, 28, 28, 1\]"):
+        check_model_input(np.zeros((2, 28, 28, 3)), (28, 28, 1))
