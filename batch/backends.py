@@ -12,12 +12,21 @@ gets the same probabilities whichever way it is classified.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from serve.errors import ModelNotFound, ModelNotReady, ServeError, VersionNotFound
+from batch.errors import BatchError
+from serve.errors import (
+    ModelNotFound,
+    ModelNotReady,
+    ServeError,
+    ServerUnavailable,
+    Unauthenticated,
+    VersionNotFound,
+)
 from serve.manifest import Preprocessing
 from serve.repository import ModelVersion, resolve
 
@@ -74,6 +83,32 @@ class LocalBackend:
         self._classifier = None
 
 
+@dataclass(frozen=True)
+class ServerAccess:
+    """How to reach a clfserve that wants TLS, a client certificate or a token (docs/security.md).
+
+    `check()` raises BatchError (exit 2) for half a key pair or an unreadable file."""
+
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token: str | None = field(default=None, repr=False)
+
+    def check(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise BatchError("--tls-cert and --tls-key go together: give both or neither")
+        for flag, path in (("--tls-ca", self.tls_ca), ("--tls-cert", self.tls_cert),
+                           ("--tls-key", self.tls_key)):  # fmt: skip
+            if path is not None and not path.is_file():
+                raise BatchError(f"{flag} {path} is not a readable file")
+
+    def hint(self) -> str:
+        """What to try when the server cannot be reached with these settings."""
+        if self.tls_ca is None and self.tls_cert is None:
+            return " (if the server uses TLS, pass --tls-ca)"
+        return " (is --tls-ca the CA of the server's certificate, and does the server use TLS?)"
+
+
 class RemoteBackend:
     """A model served by clfserve, reached through `serve.client.Client`.
 
@@ -89,13 +124,29 @@ class RemoteBackend:
         *,
         connect_timeout: float = CONNECT_TIMEOUT,
         timeout: float = 60.0,
+        access: ServerAccess | None = None,
     ) -> None:
         from serve.client import Client
 
-        self._client: Any = Client(target, timeout=timeout)
+        access = access or ServerAccess()
+        access.check()
+        self._client: Any = Client(
+            target,
+            timeout=timeout,
+            tls_ca=access.tls_ca,
+            tls_cert=access.tls_cert,
+            tls_key=access.tls_key,
+            token=access.token,
+        )
         try:
-            self._client.wait_ready(connect_timeout)
-            chosen = _pick_version(model, version, self._client.get_model(model))
+            try:
+                self._client.wait_ready(connect_timeout)
+                info = self._client.get_model(model)
+            except ServerUnavailable as exc:
+                raise ServerUnavailable(f"{exc}{access.hint()}") from None
+            except Unauthenticated as exc:
+                raise Unauthenticated(f"{exc} (pass --token or set CLFBATCH_TOKEN)") from None
+            chosen = _pick_version(model, version, info)
             if chosen.preprocessing is None:
                 raise ModelNotReady(f"the server did not describe {model} v{chosen.version}")
             self.model = model
@@ -150,13 +201,14 @@ def open_backend(
     repository: Path = DEFAULT_REPOSITORY,
     server: str | None = None,
     runtime: str = Runtime.auto,
+    access: ServerAccess | None = None,
 ) -> Backend:
     """The in-process model (default) or, with `server="host:port"`, the served one.
 
     Raises ModelNotFound / VersionNotFound whose messages list what exists.
     """
     if server:
-        return RemoteBackend(server, model, version)
+        return RemoteBackend(server, model, version, access=access)
     return LocalBackend(resolve(Path(repository), model, version), runtime)
 
 
@@ -167,6 +219,7 @@ __all__ = [
     "RemoteBackend",
     "Runtime",
     "ServeError",
+    "ServerAccess",
     "VersionNotFound",
     "open_backend",
 ]

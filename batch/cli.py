@@ -12,6 +12,7 @@ Every option can also be set as a `CLFBATCH_<OPTION>` variable (`batch.options`)
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -59,7 +60,12 @@ def run(settings: RunSettings) -> None:
     try:
         counts = count_images(s.folder, s.recursive)
         backend = open_backend(
-            s.model, version=s.version, repository=s.repository, server=s.server, runtime=s.runtime
+            s.model,
+            version=s.version,
+            repository=s.repository,
+            server=s.server,
+            runtime=s.runtime,
+            access=s.access,
         )
     except BatchError as exc:
         raise _fail(str(exc), exc.code) from None
@@ -153,6 +159,8 @@ app.command("watch")(watch)
 
 def main() -> None:
     """Console entry point (`clfbatch`)."""
+    # gRPC's own INFO lines (a failed TLS handshake) would bury our one-line error message.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     app()
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
-from batch.backends import DEFAULT_REPOSITORY, Backend, Runtime
+from batch.backends import DEFAULT_REPOSITORY, Backend, Runtime, ServerAccess
 from batch.errors import BatchError
 from batch.labels import label_source
 from batch.options import Arg, Opt
@@ -39,6 +39,12 @@ class RunSettings:
     version: Annotated[int | None, Opt("Model version (default: newest).")] = None
     repository: Annotated[Path, Opt("Model repository.")] = DEFAULT_REPOSITORY
     server: Annotated[str | None, Opt("HOST:PORT of a clfserve to classify through.")] = None
+    tls_ca: Annotated[Path | None, Opt("With --server: TLS, trusting this CA (PEM).")] = None
+    tls_cert: Annotated[Path | None, Opt("With --server: client certificate (PEM), mTLS.")] = None
+    tls_key: Annotated[Path | None, Opt("With --server: the client certificate's key.")] = None
+    token: Annotated[
+        str | None, Opt("With --server: bearer token (prefer CLFBATCH_TOKEN).")
+    ] = field(default=None, repr=False)
     runtime: Annotated[Runtime, Opt("Local model runtime (docs/runtime.md).")] = Runtime.auto
     out: Annotated[Path | None, Opt("Report file (default: ./<folder>-<model>.<format>).")] = None
     force: Annotated[bool, Opt("Overwrite an existing report.")] = False
@@ -54,6 +60,10 @@ class RunSettings:
     quiet: Annotated[bool, Opt("No progress or summary.", ("--quiet", "-q"))] = False
     fail_on_error: Annotated[bool, Opt("Exit 1 when any file could not be classified.")] = False
     workers: Annotated[int | None, Opt("Reader threads (default: min(4, CPUs)).", min=1)] = None
+
+    @property
+    def access(self) -> ServerAccess:
+        return ServerAccess(self.tls_ca, self.tls_cert, self.tls_key, self.token)
 
     @property
     def report(self) -> Path:

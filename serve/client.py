@@ -42,6 +42,7 @@ __all__ = [
 ]
 ClientInput = str | Path | bytes | np.ndarray
 _MESSAGE_LIMIT = 64 * 1024 * 1024
+_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
 @dataclass(frozen=True)
@@ -102,16 +103,38 @@ def result_from_response(message: pb.ClassifyResponse) -> ClassifyResult:
 class Client:
     """A channel to one clfserve; thread-safe; a context manager."""
 
-    def __init__(self, target: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = 30.0,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        token: str | None = None,
+    ) -> None:
+        """TLS when any `tls_*` is given (no `tls_ca`: the system's roots), mutual TLS with
+        `tls_cert` and `tls_key`; `token` is sent as `authorization: Bearer <token>`.
+        Raises ValueError for half a key pair, OSError for an unreadable file."""
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", _MESSAGE_LIMIT),
-                ("grpc.max_send_message_length", _MESSAGE_LIMIT),
-            ],
-        )
+        options = [
+            ("grpc.max_receive_message_length", _MESSAGE_LIMIT),
+            ("grpc.max_send_message_length", _MESSAGE_LIMIT),
+        ]
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("a client certificate needs its key: give tls_cert and tls_key")
+        if tls_ca is None and tls_cert is None:
+            self._channel = grpc.insecure_channel(target, options=options)
+        else:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=Path(tls_ca).read_bytes() if tls_ca else None,
+                private_key=Path(tls_key).read_bytes() if tls_key else None,
+                certificate_chain=Path(tls_cert).read_bytes() if tls_cert else None,
+            )
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        # Metadata, not call credentials: those refuse plaintext (a server behind a TLS proxy).
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._stub = clf_pb2_grpc.ClassificationServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -125,13 +148,17 @@ class Client:
                 raise ServerUnavailable(f"{self.target} not ready after {timeout:.1f} s ({last})")
             try:
                 reply = self._health.Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=min(remaining, 1.0)
+                    health_pb2.HealthCheckRequest(service=""),
+                    timeout=min(remaining, 1.0),
+                    metadata=self._metadata,
                 )
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
                 last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
             except grpc.RpcError as exc:
-                last = exc.code().name if hasattr(exc, "code") else str(exc)
+                if hasattr(exc, "code") and exc.code() in _REFUSED:  # waiting will not help
+                    raise error_from_rpc(exc) from None
+                last = f"{exc.code().name}: {exc.details()}" if hasattr(exc, "code") else str(exc)
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def classify(
@@ -149,14 +176,16 @@ class Client:
             model, inputs, version=version, label=label, top_k=top_k, preprocessed=preprocessed
         )
         try:
-            response = self._stub.Classify(request, timeout=self.timeout)
+            response = self._stub.Classify(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, model, version if version is not None else label) from None
         return result_from_response(response)
 
     def list_models(self) -> list[ModelInfo]:
         try:
-            response = self._stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout)
+            response = self._stub.ListModels(
+                pb.ListModelsRequest(), timeout=self.timeout, metadata=self._metadata
+            )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
         return [convert.model_info_from_proto(m) for m in response.models]
@@ -164,7 +193,9 @@ class Client:
     def get_model(self, name: str) -> ModelInfo:
         """The model's versions (state, failure reason, labels), classes, input spec, accuracy."""
         try:
-            response = self._stub.GetModel(pb.GetModelRequest(name=name), timeout=self.timeout)
+            response = self._stub.GetModel(
+                pb.GetModelRequest(name=name), timeout=self.timeout, metadata=self._metadata
+            )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, name) from None
         return convert.model_info_from_proto(response)

@@ -7,7 +7,8 @@ ServeError
 ├── InvalidInput           a request's input is malformed; names the input index
 ├── ResourceExhausted      a queue or size limit was reached
 ├── ManifestError          a version directory's manifest is missing or malformed
-└── ServerUnavailable      (client side) the server is unreachable, not ready, or too slow
+├── ServerUnavailable      (client side) the server is unreachable, not ready, or too slow
+└── Unauthenticated        the call's bearer token is missing or wrong (docs/security.md)
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ class ServerUnavailable(ServeError):
     """The server cannot be reached, is not ready, or did not answer within the deadline."""
 
 
+class Unauthenticated(ServeError):
+    """The server refused the call's credentials (no token, or one it does not accept)."""
+
+
 # Canonical status names (gRPC's, which HTTP maps from too); the first matching class wins, so a
 # subclass of a listed error is answered like its parent. Anything else is INTERNAL.
 STATUS_NAMES: tuple[tuple[type[BaseException], str], ...] = (
@@ -65,6 +70,7 @@ STATUS_NAMES: tuple[tuple[type[BaseException], str], ...] = (
     (ModelNotReady, "UNAVAILABLE"),
     (InvalidInput, "INVALID_ARGUMENT"),
     (ResourceExhausted, "RESOURCE_EXHAUSTED"),
+    (Unauthenticated, "UNAUTHENTICATED"),
     (TimeoutError, "DEADLINE_EXCEEDED"),
     (asyncio.CancelledError, "CANCELLED"),
 )

@@ -83,6 +83,7 @@ class WatchDaemon:
                 repository=s.repository,
                 server=s.server,
                 runtime=s.runtime,
+                access=s.access,
             )
             self._batch_max = s.batch_max or preferred_batch_size(backend.preprocessing)
             if unknown := sorted(set((labels_file or {}).values()) - set(backend.labels)):
@@ -283,7 +284,11 @@ class WatchDaemon:
             ):
                 return
             fresh: Backend = open_backend(
-                s.model, repository=s.repository, server=s.server, runtime=s.runtime
+                s.model,
+                repository=s.repository,
+                server=s.server,
+                runtime=s.runtime,
+                access=s.access,
             )
         except (ManifestError, ModelNotFound, VersionNotFound, InvalidInput, OSError) as exc:
             log.warning("cannot look for a new model version: %s", exc)

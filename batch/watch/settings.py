@@ -10,11 +10,11 @@ from __future__ import annotations
 import enum
 import fcntl
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Annotated
 
-from batch.backends import DEFAULT_REPOSITORY, Runtime
+from batch.backends import DEFAULT_REPOSITORY, Runtime, ServerAccess
 from batch.errors import BatchError
 from batch.options import Arg, Opt
 
@@ -40,6 +40,12 @@ class WatchSettings:
     )
     repository: Annotated[Path, Opt("Model repository.")] = DEFAULT_REPOSITORY
     server: Annotated[str | None, Opt("HOST:PORT of a clfserve to classify through.")] = None
+    tls_ca: Annotated[Path | None, Opt("With --server: TLS, trusting this CA (PEM).")] = None
+    tls_cert: Annotated[Path | None, Opt("With --server: client certificate (PEM), mTLS.")] = None
+    tls_key: Annotated[Path | None, Opt("With --server: the client certificate's key.")] = None
+    token: Annotated[
+        str | None, Opt("With --server: bearer token (prefer CLFBATCH_TOKEN).")
+    ] = field(default=None, repr=False)
     runtime: Annotated[Runtime, Opt("Local model runtime (docs/runtime.md).")] = Runtime.auto
     action: Annotated[Action, Opt("What to do with each file.")] = Action.move
     min_confidence: Annotated[
@@ -60,6 +66,10 @@ class WatchSettings:
         Path | None, Opt("Journal file (default: OUT/.clfwatch/journal.sqlite).")
     ] = None
     log_json: Annotated[bool, Opt("Log one JSON object per line.")] = False
+
+    @property
+    def access(self) -> ServerAccess:
+        return ServerAccess(self.tls_ca, self.tls_cert, self.tls_key, self.token)
 
     @property
     def settle(self) -> float:

@@ -25,6 +25,7 @@ from serve.errors import (
     ResourceExhausted,
     ServeError,
     ServerUnavailable,
+    Unauthenticated,
     VersionNotFound,
     public_message,
     status_name,
@@ -86,6 +87,8 @@ def error_from_rpc(error: grpc.RpcError, model: str = "", version: Any = None) -
         exc = InvalidInput(details, int(index) if index is not None else None)
     elif code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         exc = ResourceExhausted(details)
+    elif code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        exc = Unauthenticated(details)
     elif code is grpc.StatusCode.UNAVAILABLE and kind == "ModelNotReady":
         exc = ModelNotReady(details)
     elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
