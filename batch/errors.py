@@ -2,7 +2,8 @@
 
 0 done; 1 some files failed and --fail-on-error was given; 2 bad input (unknown model or
 version, missing or empty folder, report exists, bad labels file, another daemon on the same
-output folder, a report written for other classes); 3 server unreachable or failing;
+output folder, a report written for other classes); 3 server unreachable, failing, or
+refusing the client (token, TLS);
 130 interrupted.
 """
 

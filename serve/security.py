@@ -55,7 +55,8 @@ class Security:
         if self.tokens is None:
             return f"{tls}, no bearer tokens"
         scope = "every call" if self.auth_health else "every call but health and reflection"
-        return f"{tls}, {len(self.tokens)} bearer tokens required on {scope}"
+        count = f"{len(self.tokens)} bearer token{'s' if len(self.tokens) != 1 else ''}"
+        return f"{tls}, {count} required on {scope}"
 
     def interceptors(self, metrics: ServeMetrics) -> list[grpc.aio.ServerInterceptor]:
         """The bearer-token check, or nothing at all when no token is configured."""

@@ -173,11 +173,13 @@ def test_tokens_on_every_protocol_health_open_failures_counted(
 
 
 def test_auth_health_closes_health_and_reflection(
-    model_repository: Path, start_server: Callable[..., ServerThread]
+    model_repository: Path, start_server: Callable[..., ServerThread], tmp_path: Path
 ) -> None:
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-    server = start_server(model_repository, auth_tokens=TOKENS, auth_health=True)
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("# the ops team\nops:s3cret\n")
+    server = start_server(model_repository, auth_token_file=tokens, auth_health=True)
     with channel(server) as ch:
         health = health_pb2_grpc.HealthStub(ch)
         error = refused(lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=10))
