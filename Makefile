@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install lock demo test coverage lint typecheck check protos protos-check bench-serve bench-batch bench-watch bench-runtime train clean
+.PHONY: install lock demo test coverage mutation lint typecheck check protos protos-check bench-serve bench-batch bench-watch bench-runtime train clean
 
 # The exact versions of requirements.lock, then this package itself (its ranges are in pyproject).
 $(STAMP): pyproject.toml requirements.lock
@@ -34,6 +34,14 @@ test: $(STAMP) protos-check lint typecheck
 coverage: $(STAMP)
 	rm -f .coverage .coverage.*
 	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+# Mutation score of the pure core modules ([tool.mutmut] in pyproject.toml); not part of CI.
+# Prints killed / survived / "no tests" per module; `mutmut show NAME` shows one mutant.
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet mutmut==3.8.1
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children 2 > /dev/null
+	$(VENV)/bin/mutmut results --all true | sed -E 's/^ *(.*)\.x(_|ǁ).*: (.*)$$/\1 \3/' | sort | uniq -c
 
 lint: $(STAMP)
 	$(PY) -m ruff check serve batch scripts tests
