@@ -65,7 +65,8 @@ class App:
         self.grpc = GrpcServer(settings, self.dataplane)
         self.port = self.grpc.port
         self.metrics_port: int | None = None
-        self.http = HttpServer(settings, self.dataplane) if settings.rest_port is not None else None
+        rest = settings.rest_port is not None
+        self.http = HttpServer(settings, self.dataplane, self.grpc.security) if rest else None
         self.rest_port: int | None = None
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

@@ -8,6 +8,7 @@ plane (limits, batching, metrics). Every protocol module adds its routes (`ROUTE
 Errors are answered `{"error": "..."}` (the body TF Serving and Triton both use) with the HTTP
 status of the error's canonical name (`serve.errors.status_name`, the one error table; below
 only its HTTP codes). A body over `max_message_mb` is 413; no traceback ever reaches a client.
+TLS and bearer tokens come from the same settings as the gRPC port's (`serve.http.auth`).
 aiohttp rather than starlette + uvicorn: it embeds in a running loop (AppRunner, no signal
 handlers of its own) and measured faster on loopback (docs/http.md).
 """
@@ -22,9 +23,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from serve.dataplane import DataPlane
 from serve.errors import InvalidInput, public_message, status_name
+from serve.http.auth import bearer, ssl_context
+from serve.security import Security
 from serve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,10 +111,21 @@ def routes() -> list[Callable[[web.Application], None]]:
 class HttpServer:
     """The aiohttp runner and its listening site on `settings.host:settings.rest_port`."""
 
-    def __init__(self, settings: Settings, dataplane: DataPlane) -> None:
+    def __init__(
+        self, settings: Settings, dataplane: DataPlane, security: Security | None = None
+    ) -> None:
         self.settings = settings
         self.stopping = False
-        self.app = web.Application(client_max_size=settings.max_message_bytes, middlewares=[errors])
+        security = security or Security.from_settings(settings)  # ConfigError: refuse to start
+        middlewares: list[Middleware] = [errors]
+        if security.tokens is not None:
+            failed = dataplane.metrics.auth_failed
+            health = security.auth_health
+            middlewares.append(bearer(security.tokens, health=health, on_failure=failed))
+        self._ssl = ssl_context(security.tls)
+        self.app = web.Application(
+            client_max_size=settings.max_message_bytes, middlewares=middlewares
+        )
         self.app[PLANE] = dataplane
         self.app[SERVER] = self
         for add_routes in routes():
@@ -124,7 +139,8 @@ class HttpServer:
             self.app, access_log=None, handle_signals=False, shutdown_timeout=self.settings.grace
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.host, self.settings.rest_port or 0)
+        port = self.settings.rest_port or 0
+        site = web.TCPSite(runner, self.settings.host, port, ssl_context=self._ssl)
         await site.start()
         self._runner = runner
         self.port = int(runner.addresses[0][1])
