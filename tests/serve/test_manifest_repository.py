@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from serve.errors import ManifestError, ModelNotFound, VersionNotFound
-from serve.manifest import Manifest, Preprocessing
+from serve.manifest import Artefact, Manifest, Preprocessing, Signature
 from serve.repository import resolve, scan
 
 
@@ -50,6 +50,97 @@ def test_malformed_manifests_are_refused(tmp_path: Path, change, message: str):
     (tmp_path / "m.json").write_text(json.dumps(data))
     with pytest.raises(ManifestError, match=message):
         Manifest.read(tmp_path / "m.json")
+
+
+def test_every_field_survives_a_round_trip(tmp_path: Path) -> None:
+    """Non-default values everywhere, so no key can be lost or renamed on the way."""
+    full = Manifest(
+        task="toy",
+        version=7,
+        classes=("a", "b", "c"),
+        preprocessing=Preprocessing(
+            "grayscale", (16, 12), resize="pad", interpolation="nearest", scale=0.5, offset=-1.0
+        ),
+        architecture="cnn",
+        signature=Signature(name="sig", input="x", output="y"),
+        metrics={"test_accuracy": 0.5},
+        training={"epochs_run": 3},
+        created="2026-01-02T03:04:05Z",
+        artefacts={"litert": Artefact("model.tflite", "ab" * 32, "conv 1", "cd" * 32)},
+    )
+    full.write(tmp_path / "m.json")
+    text = (tmp_path / "m.json").read_text()
+    assert text.startswith('{\n  "schema": 1,\n  "task": "toy",')  # indented, in field order
+    data = json.loads(text)
+    assert data["input_shape"] == [16, 12, 1]
+    assert data["preprocessing"] == {
+        "color_mode": "grayscale", "size": [16, 12], "resize": "pad",
+        "interpolation": "nearest", "scale": 0.5, "offset": -1.0,
+    }  # fmt: skip
+    assert data["artefacts"] == {
+        "litert": {
+            "file": "model.tflite", "sha256": "ab" * 32, "converter": "conv 1",
+            "source_sha256": "cd" * 32,
+        }
+    }  # fmt: skip
+    assert (data["architecture"], data["created"], data["training"]) == (
+        "cnn", "2026-01-02T03:04:05Z", {"epochs_run": 3},
+    )  # fmt: skip
+    assert data["signature"] == {"name": "sig", "input": "x", "output": "y"}
+    assert Manifest.read(tmp_path / "m.json") == full
+
+
+def test_optional_keys_take_their_documented_defaults() -> None:
+    manifest = Manifest.from_dict(
+        {
+            "task": "toy",
+            "version": 1,
+            "classes": ["a", "b"],
+            "preprocessing": {"color_mode": "rgb", "size": [4, 6]},
+            "artefacts": {"litert": {"file": "m.tflite", "sha256": "00"}},
+        }
+    )
+    assert manifest.preprocessing == Preprocessing(
+        "rgb", (4, 6), resize="stretch", interpolation="bilinear", scale=1 / 255, offset=0.0
+    )
+    assert manifest.input_shape == (4, 6, 3)
+    assert (manifest.architecture, manifest.created, manifest.metrics) == ("unknown", "", {})
+    assert manifest.training == {} and manifest.schema == 1 and manifest.test_accuracy is None
+    assert manifest.signature == Signature("serving_default", "images", "probabilities")
+    assert manifest.artefacts == {"litert": Artefact("m.tflite", "00", "", "")}
+    assert "artefacts" not in _manifest().to_dict()  # absent when there are none
+
+
+@pytest.mark.parametrize(
+    ("preprocessing", "message"),
+    [
+        ({"color_mode": "rgb", "size": [4, 4], "resize": "crop"}, "resize must be one of"),
+        ({"color_mode": "rgb", "size": [4, 4], "interpolation": "x"}, "interpolation must be"),
+        ({"color_mode": "rgb", "size": [4, 0]}, r"size must be positive, not \(4, 0\)"),
+        ({"color_mode": "rgb", "size": [4]}, "bad preprocessing section"),
+    ],
+)
+def test_bad_preprocessing_is_refused_with_its_reason(preprocessing: dict, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        Preprocessing.from_dict(preprocessing)
+    assert Preprocessing.from_dict({"color_mode": "rgb", "size": [1, 1]}).size == (1, 1)
+
+
+def test_bad_artefact_entries_are_refused() -> None:
+    data = _manifest().to_dict() | {"artefacts": {"litert": {"file": "m.tflite"}}}
+    with pytest.raises(ManifestError, match="bad artefact entry"):
+        Manifest.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "no manifest.json"), ("{ not json", "unreadable manifest"), ("[1, 2]", "JSON object")],
+)
+def test_unreadable_manifest_files_say_why(tmp_path: Path, content: str | None, message: str):
+    if content is not None:
+        (tmp_path / "manifest.json").write_text(content)
+    with pytest.raises(ManifestError, match=message):
+        Manifest.read(tmp_path / "manifest.json")
 
 
 def test_scan_finds_complete_integer_versions_only(tmp_path: Path):
