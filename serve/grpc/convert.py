@@ -5,6 +5,7 @@ The only module besides the servicer and the client that touches `clf_pb2`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -44,7 +45,7 @@ def array_from_tensor(tensor: pb.Tensor, index: int | None = None) -> np.ndarray
     shape = tuple(int(d) for d in tensor.shape)
     if not shape or any(d <= 0 for d in shape):
         raise InvalidInput(f"tensor shape must be non-empty and positive, not {list(shape)}", index)
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # exact: an int64 product can wrap to 0
     if len(tensor.data) != expected:
         raise InvalidInput(
             f"tensor data has {len(tensor.data)} bytes; shape {list(shape)} of {dtype.name} "

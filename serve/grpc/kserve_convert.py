@@ -21,6 +21,7 @@ the request says otherwise with the bool parameter `binary_data_output` (request
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,7 +87,7 @@ def join_bytes(items: Sequence[bytes]) -> bytes:
 def _count(shape: tuple[int, ...], name: str) -> int:
     if any(d < 0 for d in shape):
         raise InvalidInput(f"input {name!r} has a negative dimension in shape {list(shape)}")
-    return int(np.prod(shape, dtype=np.int64))
+    return math.prod(shape)  # exact: an int64 product can wrap to 0
 
 
 def _numbers(values: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:

@@ -18,6 +18,7 @@ How our concepts appear in TF Serving's API:
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -96,7 +97,7 @@ def _numbers(tensor: tensor_pb2.TensorProto, name: str, dtype: str, values: obje
             if array.size and (array.min() < 0 or array.max() > 255):
                 raise InvalidInput(f"input {name!r}: DT_UINT8 values must lie in 0..255")
             array = array.astype(np.uint8)
-    expected = int(np.prod(shape, dtype=np.int64))
+    expected = math.prod(shape)  # exact: an int64 product can wrap to 0
     if array.size != expected:
         raise InvalidInput(
             f"input {name!r} has {array.size} values; its shape {list(shape)} needs {expected}"
@@ -110,7 +111,7 @@ def inputs_from_tensor(tensor: tensor_pb2.TensorProto, name: str) -> Inputs:
         shape = _shape(tensor)
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
             raise InvalidInput(f"input {name!r}: DT_STRING images must be [N] or [N, 1]")
-        if shape and int(np.prod(shape)) != len(tensor.string_val):
+        if shape and math.prod(shape) != len(tensor.string_val):
             raise InvalidInput(
                 f"input {name!r} has {len(tensor.string_val)} strings; shape {list(shape)}"
             )
