@@ -8,7 +8,9 @@ each input's `binary_data_size` bytes in order) becomes the same `ModelInferRequ
 service takes, so checks, messages and answers are the gRPC ones (`serve.grpc.kserve_convert`).
 JSON tensors: FP32 and UINT8 numbers (nested or flat), BYTES as base64 strings (encoded images
 are not UTF-8 text) or `{"b64": ...}`. Outputs are JSON `data` unless `binary_data` (output
-parameter) or `binary_data_output` (request parameter) asks for binary data.
+parameter) or `binary_data_output` (request parameter) asks for binary data. The request
+parameter `timeout` (microseconds, as tritonclient's `infer(timeout=...)` sends it) is the
+request's deadline: past it, 504.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from serve.http.app import SERVER, decode_b64, parse_json, plane
 from serve.manifest import Manifest
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+TIMEOUT = "timeout"
 
 
 def _flat(data: Any) -> Iterator[Any]:
@@ -88,7 +91,10 @@ def infer_request(body: bytes, header_length: str | None, name: str, version: st
                 raise InvalidInput(f"input {tensor.name!r}: binary_data_size {size} past the data")
             request.raw_input_contents.append(binary[offset : offset + int(size)])
             offset += int(size)
-        raw_out = bool((doc.get("parameters") or {}).get("binary_data_output", False))
+        options = doc.get("parameters") or {}
+        raw_out = bool(options.get("binary_data_output", False))
+        if options.get("timeout") is not None:  # Triton's deadline, in microseconds
+            request.parameters[TIMEOUT].int64_param = int(options[TIMEOUT])
         for item in doc.get("outputs") or []:
             output = request.outputs.add(name=str(item["name"]))
             parameters = item.get("parameters") or {}
@@ -141,7 +147,11 @@ async def infer(request: web.Request) -> web.Response:
         replies.append(reply)
         return domain
 
-    result = await plane(request).infer(name, *convert.version_choice(version), build)
+    timeout = None
+    if TIMEOUT in message.parameters:
+        timeout = message.parameters[TIMEOUT].int64_param / 1e6
+    choice = convert.version_choice(version)
+    result = await plane(request).infer(name, *choice, build, timeout)
     assert result.manifest is not None
     sig = result.manifest.signature
     return infer_body(convert.infer_response(result, replies[0], sig, message.id))

@@ -215,3 +215,36 @@ def test_internal_error_is_500_without_details(model_repository: Path, start_ser
     )
     assert answer.status_code == 500
     assert answer.json() == {"error": "internal error (RuntimeError); see the server log"}
+
+
+def test_v2_timeout_parameter_is_the_deadline(model_repository: Path, start_server: Start) -> None:
+    """Triton's `timeout` (µs): a request still queued behind a held model call when it passes
+    is answered 504 and never reaches the model; the held one and a later one are answered."""
+    recording = Recording(gate_open=False)
+    server = start_server(model_repository, loader=recording.load, metrics_port=0, rest_port=0)
+    with Client(server.target) as client:
+        client.wait_ready(60)
+    url = rest_url(server) + "/v2/models/gray/infer"
+
+    def infer(value: int, timeout_us: int | None = None) -> httpx.Response:
+        image = base64.b64encode(flat_png(value)).decode()
+        body = v2([image])
+        if timeout_us is not None:
+            body["parameters"] = {"timeout": timeout_us}
+        return httpx.post(url, json=body, timeout=60)
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        held = pool.submit(infer, 10)
+        assert recording.calling.wait(60), "the first request never reached the model"
+        expired = infer(128, timeout_us=300_000)
+    finally:
+        recording.gate.set()
+        pool.shutdown(wait=True)
+    assert expired.status_code == 504, expired.text
+    assert held.result().status_code == 200 and infer(250, 60_000_000).status_code == 200
+    seen = [round(float(row.mean()) * 255) for row in recording.rows("gray")]
+    assert seen == [10, 250], "the expired request reached the model"
+    code = {"model": "gray", "version": "1", "code": "DEADLINE_EXCEEDED"}
+    assert metric(server, "clfserve_requests_total", **code) == 1
+    assert infer(20, timeout_us=0).status_code == 504  # no time left at all
