@@ -91,6 +91,7 @@ def test_dockerfile_ports_variables_and_entry_point(help_text: str) -> None:
     assert all(flag in help_text for flag in flags(exec_form("CMD")))
     [health] = [text for name, text in final_stage() if name == "HEALTHCHECK"]
     assert '["clfserve-healthcheck"]' in health
+    assert os.access(DEPLOY / "healthcheck.py", os.X_OK)  # COPY keeps the mode: runnable as is
     assert any(
         text == "deploy/healthcheck.py /opt/clfserve/bin/clfserve-healthcheck"
         for name, text in instructions()
