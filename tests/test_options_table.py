@@ -4,9 +4,11 @@ not exist, fails here. (An option may be listed as `untested`: then it is at lea
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -43,9 +45,11 @@ def clfserve_options() -> set[str]:
 
 def clfbatch_options() -> dict[str, set[str]]:
     """Each clfbatch command's options as its --help shows them (hidden ones excluded)."""
-    import batch.cli
-
-    group = typer.main.get_command(batch.cli.app)
+    # The module of the `clfbatch` console script, and the typer app in it.
+    (entry,) = entry_points(group="console_scripts", name="clfbatch")
+    module = importlib.import_module(entry.module)
+    (app,) = {id(v): v for v in vars(module).values() if isinstance(v, typer.Typer)}.values()
+    group = typer.main.get_command(app)
     commands = getattr(group, "commands", {})
     assert commands, "clfbatch has no commands"
     return {
