@@ -35,6 +35,7 @@ from serve.metrics import ServeMetrics
 from serve.registry import Loader
 from serve.security import ConfigError, Security
 from serve.settings import Settings
+from serve.workers import WorkerProcesses
 
 log = logging.getLogger("serve")
 DEBOUNCE = 0.3  # seconds of quiet after a file event before re-syncing
@@ -75,10 +76,16 @@ class App:
     async def _changed(self) -> None:
         await self.grpc.update_health()
 
+    def track(self, task: asyncio.Task[None]) -> None:
+        """A background task that `stop()` cancels."""
+        self._tasks.append(task)
+
     async def start(self) -> None:
         """Listen, then load the repository and start watching it in the background."""
         if self.settings.metrics_port is not None:
             self.metrics_port = self.metrics.serve_http(self.settings.metrics_port)
+        if self.settings.reuse_port:  # a worker joining a shared port takes connections only
+            await self.dataplane.start()  # once it can answer them
         await self.grpc.start()
         log.info("listening on %s:%d", self.settings.host, self.port)
         if self.settings.port_file is not None:
@@ -134,12 +141,22 @@ class App:
         log.info("stopped")
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run until `stop` is set or SIGTERM/SIGINT arrives (signals only in the main thread)."""
+async def serve(
+    settings: Settings, stop: asyncio.Event | None = None, argv: Sequence[str] = ()
+) -> None:
+    """Run until `stop` is set or SIGTERM/SIGINT arrives (signals only in the main thread).
+
+    With `settings.workers > 1`, also runs the other workers (`argv`: this process's flags).
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     app = App(settings)
     await app.start()
+    workers = None
+    if settings.workers > 1:
+        workers = WorkerProcesses(argv, settings, app.port, app.rest_port)
+        workers.start()
+        app.track(asyncio.create_task(workers.watch(stop), name="workers"))
     handled: list[signal.Signals] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
@@ -150,7 +167,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
+        if workers is not None:
+            stopping = asyncio.create_task(asyncio.to_thread(workers.stop, settings.grace))
         await app.stop()
+        if workers is not None:
+            await stopping
 
 
 def configure_logging(settings: Settings) -> None:
@@ -171,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"clfserve: error: {exc}", file=sys.stderr, flush=True)
         return 2
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, argv=list(sys.argv[1:] if argv is None else argv)))
     return 0
 
 

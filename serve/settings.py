@@ -99,6 +99,12 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         8502, ge=0, le=65535, description="Prometheus port (0 picks one; unset disables)"
     )
+    workers: int = Field(
+        1, ge=1, description="server processes sharing the port (SO_REUSEPORT), own batchers each"
+    )
+    reuse_port: bool = Field(
+        False, description="let other processes bind the same port (set for --workers)"
+    )
     grace: float = Field(10.0, ge=0, description="seconds in-flight requests get at shutdown")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
     log_level: str = Field("INFO", description="logging level")

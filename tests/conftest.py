@@ -3,9 +3,11 @@ synthetic images, replayable seeds, and a guard that fails a test which leaks a 
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,11 @@ import pytest
 from tests.images import write_dataset
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Training checkpoints and converted runtimes go to a cache of this session's own (inherited by
+# the servers and CLIs tests start): never the user's, and never shared with a concurrent run
+# that trains the same tiny model (its fresh start would delete our checkpoint directory).
+os.environ["CLFSERVE_CACHE"] = tempfile.mkdtemp(prefix="clf-test-cache-")
+atexit.register(shutil.rmtree, os.environ["CLFSERVE_CACHE"], True)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 

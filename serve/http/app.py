@@ -140,7 +140,10 @@ class HttpServer:
         )
         await runner.setup()
         port = self.settings.rest_port or 0
-        site = web.TCPSite(runner, self.settings.host, port, ssl_context=self._ssl)
+        shared = self.settings.reuse_port or self.settings.workers > 1  # --workers: one port
+        site = web.TCPSite(
+            runner, self.settings.host, port, ssl_context=self._ssl, reuse_port=shared or None
+        )
         await site.start()
         self._runner = runner
         self.port = int(runner.addresses[0][1])

@@ -1,0 +1,123 @@
+"""`clfserve --workers 2`: two processes share the port, both answer, a dead worker comes back,
+SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+
+from serve.grpc import clf_pb2 as pb
+from serve.grpc import clf_pb2_grpc
+from tests.serve.conftest import flat_png, wait_for
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _two_free_ports() -> int:
+    """A port P with P and P + 1 free (held while searching, released before use)."""
+    for _ in range(50):
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return int(port)
+    raise RuntimeError("no two consecutive free ports")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _requests_served(metrics_port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.decode().splitlines()
+        if line.startswith('clfserve_requests_total{code="OK"')
+    )
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_port(model_repository: Path, tmp_path: Path) -> None:
+    port_file, metrics = tmp_path / "port", _two_free_ports()
+    command = [
+        sys.executable, "-m", "serve", "--repository", str(model_repository), "--host", "127.0.0.1",
+        "--port", "0", "--port-file", str(port_file), "--metrics-port", str(metrics),
+        "--workers", "2", "--no-watch", "--rest-port", "0",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:  # a file, not a pipe nobody reads while the test runs
+        process = subprocess.Popen(command, env=env, stderr=stderr, start_new_session=True)
+    try:
+        wait_for(lambda: port_file.exists() and port_file.read_text().strip() != "", 90)
+        target = f"127.0.0.1:{port_file.read_text().strip()}"
+        wait_for(lambda: len(_children(process.pid)) == 1, 60, "the second worker")
+        request = pb.ClassifyRequest(inputs=[pb.Input(image=flat_png(40))])
+        request.model_spec.name = "gray"
+
+        def classify_on_new_connections(count: int) -> None:
+            for _ in range(count):  # a local subchannel pool: every channel connects anew
+                options = [("grpc.use_local_subchannel_pool", 1)]
+                with grpc.insecure_channel(target, options=options) as channel:
+                    stub = clf_pb2_grpc.ClassificationServiceStub(channel)
+                    answer = stub.Classify(request, timeout=60, wait_for_ready=True)
+                    assert answer.model_spec.version == 1
+
+        for port in (metrics, metrics + 1):
+            wait_for(lambda port=port: _loaded(port), 90, f"models loaded (metrics on {port})")
+        classify_on_new_connections(40)
+        served = [_requests_served(metrics), _requests_served(metrics + 1)]
+        assert sum(served) == 40 and min(served) > 0, served  # the kernel spread connections
+
+        first_child = _children(process.pid)[0]
+        os.kill(first_child, signal.SIGKILL)
+        wait_for(lambda: _children(process.pid) not in ([], [first_child]), 60, "a new worker")
+        classify_on_new_connections(4)
+
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=90)
+        wait_for(lambda: not _alive_in_group(process.pid), 30, "every worker to exit")
+    finally:
+        if process.poll() is None or _alive_in_group(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    stderr = log.read_text()
+    assert process.returncode == 0, stderr
+    assert stderr.count("starting it again") == 1, stderr  # only the worker we killed: the
+    # others shared the gRPC and the REST port without failing to bind
+
+
+def _alive_in_group(group: int) -> bool:
+    """Whether any process of the session `group` (the server and its workers) still runs."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == group and fields[0] != "Z":
+            return True
+    return False
+
+
+def _loaded(port: int) -> bool:
+    """Whether the worker with /metrics on `port` has the test's model loaded."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    except OSError:
+        return False
+    return 'clfserve_loaded_versions{model="gray"} 1.0' in text.decode()
