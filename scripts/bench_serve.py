@@ -45,6 +45,7 @@ def main() -> int:
     parser.add_argument("--serve-args", default="", help="extra clfserve flags, space-separated")
     parser.add_argument("--soak", type=float, metavar="SECONDS", help="soak test instead")
     parser.add_argument("--no-overload", action="store_true", help="skip the overload run")
+    parser.add_argument("--rest", action="store_true", help="also: gRPC vs the REST port")
     parser.add_argument("--drive", help=argparse.SUPPRESS)
     parser.add_argument("--baseline", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -79,6 +80,10 @@ def main() -> int:
     print_goals(rows, limits)
     if not args.no_overload and "clfserve" in args.servers:
         print_overload(overload(bench, args.seconds))
+    if args.rest:
+        from servebench.rest import print_rest, rest_scenarios
+
+        print_rest(rest_scenarios(bench, args.seconds))
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     return 0
 
