@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -151,4 +151,11 @@ class Settings(BaseSettings):
         given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
         if given.get("metrics_port") in ("", "none", "off"):
             given["metrics_port"] = None
-        return cls(**given)
+        try:
+            return cls(**given)
+        except ValidationError as exc:  # a bad value, from a flag or a CLFSERVE_* variable
+            problems = "; ".join(
+                f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
+                for e in exc.errors()
+            )
+            parser.error(problems)  # usage line + "clfserve: error: ...", exit 2

@@ -252,17 +252,12 @@ def test_environment_configures_the_real_entry_point(
     assert "INFO" in {str(line["level"]).upper() for line in lines}  # --log-level beat the env
 
 
-BAD_VALUE = pytest.mark.xfail(
-    strict=True, reason="bug: a bad value escapes serve.app.main as a pydantic traceback, exit 1"
-)
-
-
 @pytest.mark.parametrize(
     "argv",
     [
         ["--bogus"],
-        pytest.param(["--port", "70000"], marks=BAD_VALUE),
-        pytest.param(["--version-policy", "newest"], marks=BAD_VALUE),
+        ["--port", "70000"],
+        ["--version-policy", "newest"],
     ],
 )
 def test_a_bad_command_line_exits_2_with_a_message_not_a_traceback(
