@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from batch.accuracy import ClassificationMetrics
 from batch.fsutil import atomic_write
-from batch.metrics import ClassificationMetrics
 from batch.report import ReportRow
 
 SUMMARY_SUFFIXES = (".summary.txt", ".summary.json", ".confusion.csv", ".confusion.png")

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from batch.metrics import ClassificationMetrics
+from batch.accuracy import ClassificationMetrics
 from serve.manifest import Manifest, Preprocessing
 from training.checkpoint import run_directory
 from training.data import Split, load_folder, load_keras, validation_split
