@@ -32,7 +32,7 @@ from serve.grpc.status import error_from_rpc
 from serve.registry import ModelInfo, VersionInfo, VersionState
 
 __all__ = [
-    "ClassifyResult",
+    "Classification",
     "Client",
     "ModelInfo",
     "Prediction",
@@ -56,7 +56,7 @@ class Prediction:
 
 
 @dataclass(frozen=True)
-class ClassifyResult:
+class Classification:
     model: str
     version: int  # the version that actually answered
     labels: tuple[str, ...]
@@ -91,13 +91,13 @@ def build_request(
     return convert.classify_request_to_proto(request, request_id)
 
 
-def result_from_response(message: pb.ClassifyResponse) -> ClassifyResult:
+def result_from_response(message: pb.ClassifyResponse) -> Classification:
     result = convert.classify_result_from_proto(message)
     predictions = [
         Prediction(best[0][0], best[0][1], row, best)
         for row, best in zip(result.probabilities, result.top_k, strict=True)
     ]
-    return ClassifyResult(result.model, result.version, result.labels, predictions)
+    return Classification(result.model, result.version, result.labels, predictions)
 
 
 class Client:
@@ -170,7 +170,7 @@ class Client:
         label: str | None = None,
         top_k: int = 1,
         preprocessed: bool = False,
-    ) -> ClassifyResult:
+    ) -> Classification:
         """Classify `inputs` with one version of `model` (the newest available by default)."""
         request = build_request(
             model, inputs, version=version, label=label, top_k=top_k, preprocessed=preprocessed
