@@ -84,14 +84,14 @@ def check(files: TlsFiles) -> tuple[bytes, bytes, bytes | None]:
     return cert, key, ca
 
 
-def _mtimes(files: TlsFiles) -> tuple[int, ...]:
+def file_state(files: TlsFiles) -> tuple[int, ...]:
     """What tells a changed file: mtime, size, and inode (a swapped symlink, as Kubernetes does)."""
     stats = [path.stat() for path in files.paths()]
     return tuple(n for st in stats for n in (st.st_mtime_ns, st.st_size, st.st_ino))
 
 
 def _load(files: TlsFiles) -> _Loaded:
-    mtimes = _mtimes(files)
+    mtimes = file_state(files)
     cert, key, ca = check(files)
     config = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
     return _Loaded(mtimes, config)
@@ -114,7 +114,7 @@ class Reloader:
         """None (keep the current configuration) unless a file changed and the new set is valid."""
         with self._lock:
             try:
-                if _mtimes(self.files) == self._loaded.mtimes:
+                if file_state(self.files) == self._loaded.mtimes:
                     return None
                 loaded = _load(self.files)
             except (OSError, ConfigError) as exc:

@@ -57,7 +57,10 @@ class Bench:
         return Load(target, model, manifest.signature.input, manifest.signature.output,
                     (images, *manifest.input_shape), concurrency, seconds)  # fmt: skip
 
-    def start(self, server: str, extra: list[str] = (), repository: Path | None = None) -> Server:
+    def start(
+        self, server: str, extra: list[str] = (), repository: Path | None = None,
+        models: list[str] | None = None,
+    ) -> Server:  # fmt: skip
         port_file = self.scratch / f"{server}.port"
         port_file.unlink(missing_ok=True)
         if server == "clfserve":
@@ -70,7 +73,7 @@ class Bench:
             ]  # fmt: skip
             process = Server(server, command, port_file, ROOT)
             try:
-                wait_ready(process.target, list(self.versions))
+                wait_ready(process.target, models or list(self.versions))
             except BaseException:
                 process.stop()
                 raise
@@ -131,7 +134,9 @@ def soak(bench: Bench, seconds: float, every: float = 120.0) -> None:
     model, source = "mnist", bench.versions["mnist"]
     repository = bench.scratch / "soak"
     shutil.copytree(source, repository / model / "1", symlinks=False)
-    process = bench.start("clfserve", ["--poll-interval", "2"], repository=repository)
+    process = bench.start(
+        "clfserve", ["--poll-interval", "2"], repository=repository, models=[model]
+    )
     try:
         warm = drive(bench.load(process.target, model, 1, 16, min(30.0, seconds / 10)))
         start_rss, answered, failed, version = process.rss_mb(), warm.answered, 0, 1

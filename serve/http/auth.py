@@ -12,6 +12,7 @@ TLS files are read when the server starts (the gRPC port also reloads them when 
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -19,7 +20,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from serve.grpc.auth import Reason, Tokens, check_bearer
-from serve.tls import TlsFiles
+from serve.tls import ConfigError, TlsFiles, check, file_state
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -50,13 +53,37 @@ def bearer(tokens: Tokens, *, health: bool, on_failure: Callable[[Reason], None]
     return check
 
 
-def ssl_context(files: TlsFiles | None) -> ssl.SSLContext | None:
-    """The server side of TLS for aiohttp, or None for plaintext."""
-    if files is None:
-        return None
+def _context(files: TlsFiles) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(files.cert, files.key)
     if files.client_ca is not None:
         context.load_verify_locations(cafile=files.client_ca)
         context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+def ssl_context(files: TlsFiles | None) -> ssl.SSLContext | None:
+    """The server side of TLS for aiohttp, or None for plaintext.
+
+    Rotated files are used from the next handshake on, as on the gRPC port: at every Client
+    Hello the files' state is compared (a few stat calls) and, once changed and valid again,
+    the handshake switches to a context built from them.
+    """
+    if files is None:
+        return None
+    current = {"state": file_state(files), "context": _context(files)}
+
+    def pick(connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+        try:
+            state = file_state(files)
+            if state != current["state"]:
+                check(files)
+                current["state"], current["context"] = state, _context(files)
+                log.info("TLS certificate reloaded for the REST port from %s", files.cert)
+        except (OSError, ConfigError, ssl.SSLError) as exc:
+            log.warning("TLS files changed but cannot be used yet; keeping the old: %s", exc)
+        connection.context = current["context"]  # type: ignore[assignment]
+
+    front = _context(files)
+    front.sni_callback = pick  # called for every Client Hello, with or without SNI
+    return front

@@ -3,6 +3,7 @@ expected, health open unless --auth-health, counted by reason) and TLS / mutual 
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -78,3 +79,26 @@ def test_tls_and_mutual_tls(model_repository: Path, start_server: Start, tmp_pat
     trusted.load_cert_chain(client_pair.cert, client_pair.key)
     with httpx.Client(base_url=rest(server, "https"), verify=trusted, timeout=60) as http:
         assert http.get("/v2/health/live").json() == {"live": True}
+
+
+def test_rotated_certificate_is_used_without_restart(
+    model_repository: Path, start_server: Start, tmp_path: Path
+) -> None:
+    first, successor = Authority("this year's CA"), Authority("next year's CA")
+    issued = first.issue("localhost", tmp_path / "first")
+    cert, key = tmp_path / "live.crt", tmp_path / "live.key"
+    cert.write_bytes(issued.cert.read_bytes())
+    key.write_bytes(issued.key.read_bytes())
+    server = start_server(model_repository, rest_port=0, tls_cert=cert, tls_key=key)
+    old_ca = ssl.create_default_context(cafile=str(first.write(tmp_path / "first.pem")))
+    new_ca = ssl.create_default_context(cafile=str(successor.write(tmp_path / "next.pem")))
+    url = rest(server, "https") + "/v2/health/live"
+    assert httpx.get(url, verify=old_ca, timeout=30).json() == {"live": True}
+    fresh = successor.issue("localhost", tmp_path / "fresh")
+    for path, source in ((key, fresh.key), (cert, fresh.cert)):  # as a deployment replaces them
+        staged = path.with_suffix(".new")
+        staged.write_bytes(source.read_bytes())
+        os.replace(staged, path)
+    assert httpx.get(url, verify=new_ca, timeout=30).json() == {"live": True}
+    with pytest.raises(httpx.HTTPError):  # the old certificate is no longer presented
+        httpx.get(url, verify=old_ca, timeout=30)
