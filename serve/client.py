@@ -29,7 +29,7 @@ from serve.errors import ServerUnavailable
 from serve.grpc import clf_pb2 as pb
 from serve.grpc import clf_pb2_grpc, convert
 from serve.grpc.status import error_from_rpc
-from serve.registry import ModelInfo, VersionInfo, VersionState
+from serve.versions import ModelInfo, VersionInfo, VersionState
 
 __all__ = [
     "Classification",

@@ -30,8 +30,9 @@ from serve.loader import Classifier, load
 from serve.manifest import Manifest
 from serve.metrics import ServeMetrics
 from serve.prepare import ImageInput, Input, Inputs, Preparer, TensorBatch, TensorInput
-from serve.registry import Loader, ModelInfo, ModelRegistry
+from serve.registry import Loader, ModelRegistry
 from serve.settings import Settings
+from serve.versions import ModelInfo
 
 __all__ = [
     "ClassifyRequest", "ClassifyResult", "DataPlane", "ImageInput", "Input", "TensorBatch",

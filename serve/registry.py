@@ -16,7 +16,6 @@ worker thread.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any
 from serve.batching import Batcher
 from serve.errors import ManifestError, ModelNotFound, ModelNotReady, VersionNotFound
 from serve.loader import Classifier, load
-from serve.manifest import Manifest, Preprocessing
+from serve.manifest import Manifest
 from serve.repository import (
     MANIFEST_FILE,
     SAVED_MODEL_FILE,
@@ -35,44 +34,13 @@ from serve.repository import (
     read_version,
 )
 from serve.settings import VersionPolicy
+from serve.versions import ModelInfo, VersionInfo, VersionState
 
 log = logging.getLogger(__name__)
 LABEL_NEWEST = ("stable", "latest")  # the newest available version
 LABEL_PREVIOUS = "previous"  # the available version before it
 Loader = Callable[[ModelVersion], Classifier]
 BatcherFactory = Callable[[str, int, Classifier], Batcher]
-
-
-class VersionState(enum.Enum):
-    LOADING = "loading"
-    AVAILABLE = "available"
-    UNLOADING = "unloading"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """What GetModel reports about one version."""
-
-    version: int
-    state: VersionState
-    reason: str = ""
-    labels: tuple[str, ...] = ()
-    classes: tuple[str, ...] = ()
-    preprocessing: Preprocessing | None = None
-    architecture: str = ""
-    test_accuracy: float | None = None
-
-    @property
-    def input_shape(self) -> tuple[int, int, int] | None:
-        return self.preprocessing.input_shape if self.preprocessing else None
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    default_version: int | None
-    versions: tuple[VersionInfo, ...]  # newest first
 
 
 @dataclass(eq=False)

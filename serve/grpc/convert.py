@@ -21,7 +21,7 @@ from serve.dataplane import (
 from serve.errors import InvalidInput
 from serve.grpc import clf_pb2 as pb
 from serve.manifest import Preprocessing
-from serve.registry import ModelInfo, VersionInfo, VersionState
+from serve.versions import ModelInfo, VersionInfo, VersionState
 
 _DTYPES: dict[int, np.dtype] = {
     pb.DATA_TYPE_UINT8: np.dtype("<u1"),

@@ -33,7 +33,7 @@ from serve.dataplane import ClassifyRequest, ClassifyResult, ImageInput, TensorB
 from serve.errors import InvalidInput
 from serve.manifest import Manifest, Signature
 from serve.prepare import Inputs
-from serve.registry import ModelInfo, VersionState
+from serve.versions import ModelInfo, VersionState
 
 PLATFORM = "tensorflow_savedmodel"
 CLASSIFICATION = "classification"

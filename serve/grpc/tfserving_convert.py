@@ -35,7 +35,7 @@ from serve.dataplane import ClassifyRequest, ClassifyResult, ImageInput, TensorB
 from serve.errors import InvalidInput, VersionNotFound
 from serve.manifest import Manifest, Signature
 from serve.prepare import Inputs
-from serve.registry import ModelInfo, VersionInfo, VersionState
+from serve.versions import ModelInfo, VersionInfo, VersionState
 
 SIGNATURE_FIELD = "signature_def"  # the only metadata field TF Serving (and we) answer
 PREDICT_METHOD = "tensorflow/serving/predict"

@@ -13,8 +13,8 @@ from serve.grpc import clf_pb2 as pb
 from serve.grpc import clf_pb2_grpc
 from serve.loader import load
 from serve.preprocess import preprocess_bytes, preprocess_pixels
-from serve.registry import VersionState
 from serve.repository import resolve
+from serve.versions import VersionState
 from tests.images import GRAY_CLASSES, RGB_CLASSES, encode, gray_pixels, rgb_pixels
 from tests.serve.test_tfserving import local_probabilities
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from serve.client import Client
-from serve.registry import VersionState
+from serve.versions import VersionState
 from tests.images import encode, gray_pixels
 from tests.serve.conftest import ServerThread
 
