@@ -45,6 +45,14 @@ def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _gallery(report: Path, images: Path | None, size: int, quiet: bool) -> None:
+    from batch.gallery import write_gallery  # matplotlib: only when a gallery is asked for
+
+    for path in write_gallery(report, images, size, warn=_err):
+        if not quiet:
+            print(f"gallery: {path}")
+
+
 @app.command()
 @command(RunSettings)
 def run(settings: RunSettings) -> None:
@@ -101,6 +109,8 @@ def run(settings: RunSettings) -> None:
         for path in result.summary_files:
             print(f"summary: {path}")
         print(f"{s.model} v{backend.version}: {result.summary_line()}")
+    if s.gallery:
+        _gallery(result.report, s.folder, s.gallery_size, s.quiet)
     if s.fail_on_error and result.tally.errors:
         raise typer.Exit(EXIT_FILE_ERRORS)
 
@@ -127,6 +137,14 @@ def report(
         Path | None, typer.Option(help="Summary files prefix (default: beside the report).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only write the files.")] = False,
+    gallery: Annotated[
+        bool, typer.Option("--gallery", help="Draw <report>.gallery.png/.html (also unlabelled).")
+    ] = False,
+    gallery_size: Annotated[int, typer.Option(help="Images in the gallery.", min=1)] = 48,
+    images: Annotated[
+        Path | None,
+        typer.Option(help="Folder the report's paths are relative to (default: by its name)."),
+    ] = None,
 ) -> None:
     """Recompute accuracy, the classification report and the confusion matrix from a report."""
     if not path.is_file():
@@ -144,14 +162,17 @@ def report(
         names = ", ".join(sorted(tally.unknown_labels))
         _err(f"warning: rows with labels the model does not have were left out: {names}")
     metrics = tally.metrics()
-    if metrics is None:
+    if metrics is None and not gallery:
         raise _fail(f"{path}: no classified row has a true label; nothing to compute")
-    files = write_summary(metrics, out_prefix or summary_prefix(path), {"report": str(path)})
-    if not quiet:
-        print(summary_text(metrics))
-        for file in files:
-            print(f"summary: {file}")
-        print(f"{tally.files} rows, {tally.errors} errors, {metrics.total} labelled")
+    if metrics is not None:
+        files = write_summary(metrics, out_prefix or summary_prefix(path), {"report": str(path)})
+        if not quiet:
+            print(summary_text(metrics))
+            for file in files:
+                print(f"summary: {file}")
+            print(f"{tally.files} rows, {tally.errors} errors, {metrics.total} labelled")
+    if gallery:
+        _gallery(path, images, gallery_size, quiet)
 
 
 app.command("watch")(watch)

@@ -60,6 +60,10 @@ class RunSettings:
     quiet: Annotated[bool, Opt("No progress or summary.", ("--quiet", "-q"))] = False
     fail_on_error: Annotated[bool, Opt("Exit 1 when any file could not be classified.")] = False
     workers: Annotated[int | None, Opt("Reader threads (default: min(4, CPUs)).", min=1)] = None
+    gallery: Annotated[
+        bool, Opt("Also draw <report>.gallery.png/.html: mistakes, then least confident.")
+    ] = False
+    gallery_size: Annotated[int, Opt("Images in the gallery.", min=1)] = 48
 
     @property
     def access(self) -> ServerAccess:
