@@ -80,15 +80,15 @@ def test_run_gallery_shows_the_mistakes_then_the_least_confident_correct(
     folder = tmp_path / "images"
     write_rgb_folder(folder, per_class=10)  # 32 images: more than one 24-image PNG page
     result = run_cli(
-        "run", folder, "--model", "rgb", "--repository", model_repository, "--gallery",
-        cwd=tmp_path,
+        "run", folder, "--model", "rgb", "--repository", model_repository,
+        "--gallery", "--gallery-size", "30", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = tmp_path / "images-rgb.csv"
     rows = report_rows(report)
-    expected = expected_gallery(rows, 48)
+    expected = expected_gallery(rows, 30)  # of 32: the two most confident correct are left out
     wrong = [r["path"] for r in rows if r["true_label"] != r["predicted"]]
-    assert wrong and len(expected) == len(rows) == 32
+    assert wrong and len(rows) == 32 and len(expected) == 30
     pages = [tmp_path / f"images-rgb.gallery-{n}.png" for n in (1, 2)]
     html = tmp_path / "images-rgb.gallery.html"
     for path in (*pages, html):
@@ -100,9 +100,8 @@ def test_run_gallery_shows_the_mistakes_then_the_least_confident_correct(
     cards = page.cards
     assert [card["path"] for card in cards] == expected
     assert {card["path"] for card in cards[: len(wrong)]} == set(wrong)
-    assert [card["wrong"] for card in cards] == ["true"] * len(wrong) + ["false"] * (
-        32 - len(wrong)
-    )
+    flags = ["true"] * len(wrong) + ["false"] * (30 - len(wrong))
+    assert [card["wrong"] for card in cards] == flags
     by_path = {r["path"]: r for r in rows}
     for card in cards:
         row = by_path[card["path"]]
