@@ -51,14 +51,17 @@ function update(){
 document.getElementById('cls').onchange=update;document.getElementById('by').onchange=update;
 """
 
+_EXACT_PX = 64
 _CSS_COLOURS = {BOTH: "#2ca02c", PREDICTED: "#ff7f0e", TRUE: "#1f77b4"}
 
 
 def data_uri(pixels: np.ndarray) -> str:
-    """RGB pixels as a `data:image/png;base64,...` URI."""
+    """RGB pixels as a `data:` URI: PNG (exact) up to 64 px, JPEG above (photos: 5-10x smaller)."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    small = max(pixels.shape[:2]) <= _EXACT_PX
+    Image.fromarray(pixels).save(buffer, format="PNG" if small else "JPEG", quality=85)
+    kind = "png" if small else "jpeg"
+    return f"data:image/{kind};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _bars(item: GalleryItem, labels: Sequence[str]) -> str:
