@@ -28,12 +28,25 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _read_umask() -> int:
+    current = os.umask(0)  # the only way to read it: set straight back, once, at import
+    os.umask(current)
+    return current
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file in the same folder, then rename over `path`."""
+    """Write through a temporary file in the same folder, then rename over `path`.
+
+    The file gets the permissions a plain `open(path, "w")` would give (mkstemp's are 0600).
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
