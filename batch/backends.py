@@ -130,14 +130,17 @@ class RemoteBackend:
 
         access = access or ServerAccess()
         access.check()
-        self._client: Any = Client(
-            target,
-            timeout=timeout,
-            tls_ca=access.tls_ca,
-            tls_cert=access.tls_cert,
-            tls_key=access.tls_key,
-            token=access.token,
-        )
+        try:  # several replicas, HOST:PORT,HOST:PORT or dns:///NAME:PORT, are balanced over
+            self._client: Any = Client(
+                target,
+                timeout=timeout,
+                tls_ca=access.tls_ca,
+                tls_cert=access.tls_cert,
+                tls_key=access.tls_key,
+                token=access.token,
+            )
+        except ValueError as exc:  # a replica list naming no port, or a name that won't resolve
+            raise BatchError(f"--server {target}: {exc}") from None
         try:
             try:
                 self._client.wait_ready(connect_timeout)

@@ -7,6 +7,8 @@
 
 Paths and bytes are sent as encoded images (the server preprocesses them as the model's manifest
 says); arrays as tensors, raw pixels or, with `preprocessed=True`, the model input itself.
+`Client("host1:8500,host2:8500")` or `Client("dns:///clfserve:8500")` balances over replicas
+(round_robin, health-checked, idempotent calls retried on UNAVAILABLE: `serve.replicas`).
 Failures come back as `serve.errors` exceptions: ModelNotFound / VersionNotFound, InvalidInput
 (with the input index), ResourceExhausted, ModelNotReady, and ServerUnavailable for an unreachable
 or too slow server.
@@ -29,6 +31,7 @@ from serve.errors import ServerUnavailable
 from serve.grpc import clf_pb2 as pb
 from serve.grpc import clf_pb2_grpc, convert
 from serve.grpc.status import error_from_rpc
+from serve.replicas import channel_options, channel_target
 from serve.versions import ModelInfo, VersionInfo, VersionState
 
 __all__ = [
@@ -101,7 +104,7 @@ def result_from_response(message: pb.ClassifyResponse) -> Classification:
 
 
 class Client:
-    """A channel to one clfserve; thread-safe; a context manager."""
+    """A channel to one clfserve, or to several replicas; thread-safe; a context manager."""
 
     def __init__(
         self,
@@ -115,24 +118,28 @@ class Client:
     ) -> None:
         """TLS when any `tls_*` is given (no `tls_ca`: the system's roots), mutual TLS with
         `tls_cert` and `tls_key`; `token` is sent as `authorization: Bearer <token>`.
-        Raises ValueError for half a key pair, OSError for an unreadable file."""
+        `target` is HOST:PORT, replicas as HOST:PORT,HOST:PORT,... or a `dns:///` name.
+        Raises ValueError for half a key pair or a bad replica list, OSError for an unreadable
+        file."""
         self.target = target
         self.timeout = timeout
+        channel_address, balanced = channel_target(target)
         options = [
             ("grpc.max_receive_message_length", _MESSAGE_LIMIT),
             ("grpc.max_send_message_length", _MESSAGE_LIMIT),
+            *channel_options(target, balanced, _MESSAGE_LIMIT),
         ]
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("a client certificate needs its key: give tls_cert and tls_key")
         if tls_ca is None and tls_cert is None:
-            self._channel = grpc.insecure_channel(target, options=options)
+            self._channel = grpc.insecure_channel(channel_address, options=options)
         else:
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=Path(tls_ca).read_bytes() if tls_ca else None,
                 private_key=Path(tls_key).read_bytes() if tls_key else None,
                 certificate_chain=Path(tls_cert).read_bytes() if tls_cert else None,
             )
-            self._channel = grpc.secure_channel(target, credentials, options=options)
+            self._channel = grpc.secure_channel(channel_address, credentials, options=options)
         # Metadata, not call credentials: those refuse plaintext (a server behind a TLS proxy).
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._stub = clf_pb2_grpc.ClassificationServiceStub(self._channel)

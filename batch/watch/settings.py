@@ -39,7 +39,9 @@ class WatchSettings:
         None
     )
     repository: Annotated[Path, Opt("Model repository.")] = DEFAULT_REPOSITORY
-    server: Annotated[str | None, Opt("HOST:PORT of a clfserve to classify through.")] = None
+    server: Annotated[
+        str | None, Opt("HOST:PORT of a clfserve; replicas: H:P,H:P or dns:///NAME:PORT.")
+    ] = None
     tls_ca: Annotated[Path | None, Opt("With --server: TLS, trusting this CA (PEM).")] = None
     tls_cert: Annotated[Path | None, Opt("With --server: client certificate (PEM), mTLS.")] = None
     tls_key: Annotated[Path | None, Opt("With --server: the client certificate's key.")] = None
