@@ -16,11 +16,14 @@ from pathlib import Path
 
 import pytest
 from grpc_health.v1 import health_pb2
+from pydantic import SecretStr
 
 from serve.client import Client
+from serve.errors import Unauthenticated
 from serve.replicas import channel_target
 from tests.batch.conftest import cli_env, run_cli, write_rgb_folder
 from tests.serve.conftest import ServerThread, flat_png, metric, wait_for
+from tests.serve.security_certs import Authority
 
 Start = Callable[..., ServerThread]
 PNG = flat_png(40)
@@ -134,6 +137,33 @@ def test_not_serving_replica_gets_no_calls_until_serving_again(
             lambda: bool(client.classify("gray", [PNG])) and served(a) > before[0],
             what="replica a to be picked again",
         )
+
+
+def test_tls_client_certificate_and_token_over_two_replicas(
+    model_repository: Path, start_server: Start, tmp_path: Path
+) -> None:
+    ca = Authority("clfserve test CA")
+    server_pair, client_pair = ca.issue("localhost", tmp_path / "s"), ca.issue("c", tmp_path / "c")
+    ca_file = ca.write(tmp_path / "ca.pem")
+    secured = {
+        "tls_cert": server_pair.cert,
+        "tls_key": server_pair.key,
+        "tls_client_ca": ca_file,
+        "auth_tokens": SecretStr("batch:s3cret"),
+    }
+    replicas = [start_server(model_repository, metrics_port=0, **secured) for _ in range(2)]
+    target = ",".join(f"localhost:{replica.port}" for replica in replicas)  # names, resolved
+    access = {"tls_ca": ca_file, "tls_cert": client_pair.cert, "tls_key": client_pair.key}
+    with Client(target, token="s3cret", **access) as client:
+        client.wait_ready(60)
+        wait_for(
+            lambda: bool(client.classify("gray", [PNG])) and min(map(served, replicas)) > 0,
+            what="answers from both replicas over mutual TLS",
+        )
+    with Client(target, token="wrong", **access) as refused:
+        refused.wait_ready(60)  # health stays open without --auth-health
+        with pytest.raises(Unauthenticated):
+            refused.classify("gray", [PNG])
 
 
 def test_graceful_stop_mid_stream_fails_no_call(two_replicas: list[ServerThread]) -> None:
