@@ -4,8 +4,8 @@ SIGTERM stops them all."""
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -21,18 +21,9 @@ from tests.serve.conftest import flat_png, wait_for
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _two_free_ports() -> int:
-    """A port P with P and P + 1 free (held while searching, released before use)."""
-    for _ in range(50):
-        with socket.socket() as first, socket.socket() as second:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            try:
-                second.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return int(port)
-    raise RuntimeError("no two consecutive free ports")
+def _metrics_ports(log: Path) -> list[int]:
+    """The /metrics ports the workers logged (each picked a free one: --metrics-port 0)."""
+    return [int(p) for p in re.findall(r"metrics on http://[^:]+:(\d+)/metrics", log.read_text())]
 
 
 def _children(pid: int) -> list[int]:
@@ -53,10 +44,10 @@ def _requests_served(metrics_port: int) -> float:
 
 @pytest.mark.slow
 def test_two_workers_share_the_port(model_repository: Path, tmp_path: Path) -> None:
-    port_file, metrics = tmp_path / "port", _two_free_ports()
+    port_file = tmp_path / "port"
     command = [
         sys.executable, "-m", "serve", "--repository", str(model_repository), "--host", "127.0.0.1",
-        "--port", "0", "--port-file", str(port_file), "--metrics-port", str(metrics),
+        "--port", "0", "--port-file", str(port_file), "--metrics-port", "0",
         "--workers", "2", "--no-watch", "--rest-port", "0",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -78,10 +69,12 @@ def test_two_workers_share_the_port(model_repository: Path, tmp_path: Path) -> N
                     answer = stub.Classify(request, timeout=60, wait_for_ready=True)
                     assert answer.model_spec.version == 1
 
-        for port in (metrics, metrics + 1):
+        wait_for(lambda: len(_metrics_ports(log)) == 2, 90, "both workers' metrics ports")
+        ports = _metrics_ports(log)
+        for port in ports:
             wait_for(lambda port=port: _loaded(port), 90, f"models loaded (metrics on {port})")
         classify_on_new_connections(40)
-        served = [_requests_served(metrics), _requests_served(metrics + 1)]
+        served = [_requests_served(port) for port in ports]
         assert sum(served) == 40 and min(served) > 0, served  # the kernel spread connections
 
         first_child = _children(process.pid)[0]
