@@ -147,6 +147,11 @@ class Batcher:
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    @property
+    def arriving_count(self) -> int:
+        """Requests marked as on their way (still being decoded)."""
+        return self._arriving
+
     @contextlib.contextmanager
     def arriving(self) -> Iterator[None]:
         """Mark a request as on its way (being decoded), so a forming batch may wait for it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -54,6 +55,18 @@ def _flat_values(recording: Recording) -> list[list[int]]:
     return [[round(float(row.mean()) * 255) for row in batch] for batch in recording.seen("gray")]
 
 
+def _arriving(server: ServerThread, name: str) -> int:
+    """Requests the newest version of `name` is still decoding (read on the server's loop)."""
+    assert server.app is not None and server.loop is not None
+    registry = server.app.dataplane.registry
+
+    async def read() -> int:
+        with registry.acquire(name) as handle:
+            return handle.batcher.arriving_count
+
+    return asyncio.run_coroutine_threadsafe(read(), server.loop).result(10)
+
+
 VALUES = (20, 30, 40, 50, 60, 70)
 
 
@@ -97,6 +110,8 @@ def test_batch_timeout_ms_waits_for_requests_still_decoding(
     with Client(server.target) as client, grpc.insecure_channel(server.target) as channel:
         client.wait_ready(60)
         slow = _classify_future(channel, [huge])
+        # The server must be decoding the huge image before the small one comes in.
+        wait_for(lambda: _arriving(server, "gray") > 0, what="the huge image to be decoding")
         quick = _classify_future(channel, [flat_png(30)])
         assert [_code(quick), _code(slow)] == ["OK", "OK"]
     assert [len(batch) for batch in _flat_values(recording)] == calls
