@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install lock demo test coverage mutation lint typecheck check protos protos-check bench-serve bench-batch bench-watch bench-runtime train clean
+.PHONY: install lock demo test coverage mutation lint typecheck check protos protos-check bench-serve bench-batch bench-watch bench-runtime bench-replicas train clean
 
 # The exact versions of requirements.lock, then this package itself (its ranges are in pyproject).
 $(STAMP): pyproject.toml requirements.lock
@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-# Re-pin requirements.lock from pyproject.toml's ranges (keeps listed versions where they fit).
+# Re-pin requirements.lock from pyproject.toml's ranges (keeps listed versions where they fit);
+# the ray extra is in it so that `make test` and CI run the `--engine ray` tests.
 lock: $(STAMP)
 	$(PY) -m pip install --quiet uv
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra ray --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 -o requirements.lock
 
 demo: $(STAMP)
@@ -68,6 +69,10 @@ bench-watch: $(STAMP)
 
 bench-runtime: $(STAMP)
 	$(PY) scripts/bench_runtime.py
+
+# One clfserve replica vs two behind client-side round_robin, then one killed mid-run (scaling.md)
+bench-replicas: $(STAMP)
+	$(PY) scripts/bench_replicas.py
 
 # make train TASK=cifar10 [ARCH=tutorial]: one training run on the shared dataset archive
 train: $(STAMP)
