@@ -17,7 +17,7 @@ from training.checkpoint import EpochCheckpoint
 from training.data import Split
 from training.fastnet import BiasScaledSGD, Triangular
 from training.pipeline import augmenter, eval_batches, train_batches
-from training.tasks import Augment, Nesterov
+from training.recipe import Augment, Nesterov
 
 __all__ = ["FitOptions", "augmenter", "fit", "predict"]
 

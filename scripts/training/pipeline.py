@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from training.data import Split
-from training.tasks import Augment
+from training.recipe import Augment
 
 
 def augmenter(augment: Augment, seed: int) -> keras.Sequential | None:

@@ -19,7 +19,7 @@ from training.checkpoint import run_directory
 from training.data import Split, load_folder, load_keras, validation_split
 from training.export import serving_function, write_version
 from training.fit import FitOptions, fit, predict
-from training.tasks import Architecture, Task
+from training.task import Architecture, Task
 
 
 @dataclass(frozen=True)

@@ -1,112 +1,21 @@
-"""The documented tasks: input spec, preprocessing and the architectures each can train.
+"""The documented tasks: each one's input, preprocessing and the architectures it can train.
 
 spec = get_task("cifar10"); arch = spec.arch("tutorial"); model = arch.build(...)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-
-import keras
-import numpy as np
+from dataclasses import replace
 
 from serve.manifest import Preprocessing
 from training import architectures as nets
 from training import fastnet
-from training.architectures import Builder
+from training.recipe import Augment, Recipe
+from training.task import Architecture, Task, TaskError
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
-
-
-class TaskError(ValueError):
-    """Unknown task or architecture; the message lists the valid names."""
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Training-time augmentation, as the tutorials' ImageDataGenerator offered it."""
-
-    flip: bool = False
-    vertical_flip: bool = False  # for subjects with no up and down (cells under a microscope)
-    shift: float = 0.0  # fraction of height/width
-    rotation: float = 0.0  # fraction of a full turn
-    zoom: float = 0.0
-    translate: int = 0  # whole pixels, reflect-padded (the speed-run recipes' crop)
-    alternate_flip: bool = False  # with flip: each image mirrored every other epoch, not by coin
-
-    @property
-    def any(self) -> bool:
-        return (
-            self.flip
-            or self.vertical_flip
-            or bool(self.shift or self.rotation or self.zoom or self.translate)
-        )
-
-
-@dataclass(frozen=True)
-class Nesterov:
-    """SGD with Nesterov momentum, faster batch-norm biases and lookahead weight averaging: a
-    moving average of the weights (`lookahead_momentum` per step) replaces them every
-    `lookahead_every` steps (0: off), and at the end of training."""
-
-    momentum: float = 0.85
-    bias_lr_scale: float = 64.0
-    lookahead_every: int = 5
-    lookahead_momentum: float = 0.85
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How an architecture is trained by default; command-line flags override the numbers."""
-
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    schedule: str = "constant"  # constant | cosine | triangular
-    label_smoothing: float = 0.0
-    weight_decay: float = 0.0
-    patience: int = 5
-    augment: Augment = field(default_factory=Augment)
-    tta_flip: bool = False  # export averages the prediction of the image and its mirror
-    sgd: Nesterov | None = None  # None: Adam (AdamW with weight decay)
-    keep_best: bool = True  # ship the best-val_accuracy epoch; False: the last (averaged) one
-    precision: str = "float32"  # Keras dtype policy while training; the export is float32
-
-
-@dataclass(frozen=True)
-class Architecture:
-    name: str
-    build: Builder
-    description: str
-    recipe: Recipe = field(default_factory=Recipe)
-    preprocessing: Preprocessing | None = None  # overrides the task's default
-    # data-dependent initialisation from the training images, after building
-    prepare: Callable[[keras.Model, np.ndarray], None] | None = None
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str
-    preprocessing: Preprocessing
-    architectures: dict[str, Architecture]
-    default_arch: str
-    classes: tuple[str, ...] | None = None  # None: taken from the data's class folders
-    keras_dataset: str | None = None  # a keras.datasets loader for users with internet
-
-    def arch(self, name: str | None) -> Architecture:
-        chosen = name or self.default_arch
-        if chosen not in self.architectures:
-            valid = ", ".join(sorted(self.architectures))
-            raise TaskError(
-                f"unknown architecture {chosen!r} for task {self.name!r}; valid: {valid}"
-            )
-        return self.architectures[chosen]
-
-    def preprocessing_for(self, arch: Architecture) -> Preprocessing:
-        return arch.preprocessing or self.preprocessing
 
 
 def _tiny() -> Architecture:
@@ -226,28 +135,7 @@ TASKS: dict[str, Task] = {
                     tta_flip=True,
                 ),
             ),
-            "fast": Architecture(
-                "fast",
-                fastnet.fastnet((64, 256, 256), name="cifar10_fast"),
-                "speed-run recipe (airbench94/DAWNBench ideas): frozen 2x2 patch-whitening conv, "
-                "Dirac init, BN bias at 64x LR, Nesterov SGD, triangular schedule, lookahead, "
-                "label smoothing 0.2, 2-pixel reflect translate, alternating flips; flip TTA",
-                Recipe(
-                    epochs=12,
-                    batch_size=1024,
-                    learning_rate=1.5,  # airbench's 11.5 per 1024 summed, for a mean loss
-                    schedule="triangular",
-                    label_smoothing=0.2,
-                    weight_decay=0.0089,  # decoupled (x lr); airbench's 0.0153 through momentum
-                    patience=1000,
-                    augment=Augment(flip=True, alternate_flip=True, translate=2),
-                    tta_flip=True,
-                    sgd=Nesterov(),
-                    keep_best=False,
-                    precision="mixed_bfloat16",
-                ),
-                prepare=fastnet.prepare,
-            ),
+            "fast": fastnet.architecture(),
             "tiny": _tiny(),
         },
     ),
@@ -350,7 +238,3 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise TaskError(f"unknown task {name!r}; valid: {', '.join(sorted(TASKS))}")
     return TASKS[name]
-
-
-def with_size(pre: Preprocessing, size: tuple[int, int] | None) -> Preprocessing:
-    return pre if size is None else replace(pre, size=size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from training.fit import augmenter
-from training.tasks import Augment
+from training.recipe import Augment
 
 
 def _mirrors_seen(augment: Augment) -> set[str]:
