@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serve.batching import WorkerPool
 from serve.errors import InvalidInput
 from serve.manifest import Preprocessing
 from serve.preprocess import check_model_input, preprocess_bytes, preprocess_pixels, scale
+from serve.thread_pool import WorkerPool
 
 _INLINE_BYTES = 16 * 1024
 
