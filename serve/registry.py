@@ -3,9 +3,9 @@
 TensorFlow Serving's vocabulary: the repository is the *source* (integer version directories),
 `serve.loader` loads one version, this *manager* applies the policy availability-first (load and
 warm the new version, make it the default, then drain and unload the old one), and a request
-holds a `Handle` pinning one version from start to end, so a version is unloaded only after its
-in-flight requests finish. Everything here runs on the server's event loop; loading runs in a
-worker thread.
+holds a `Handle` (`serve.version_handle`) pinning one version from start to end, so a version is
+unloaded only after its in-flight requests finish. Everything here runs on the server's event
+loop; loading runs in a worker thread.
 
     registry = ModelRegistry(Path("trained"), VersionPolicy.parse("latest:1"), make_batcher)
     await registry.sync()                      # at start, then on every repository change
@@ -18,14 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from serve.batching import Batcher
 from serve.errors import ManifestError, ModelNotFound, ModelNotReady, VersionNotFound
 from serve.loader import Classifier, load
-from serve.manifest import Manifest
 from serve.repository import (
     MANIFEST_FILE,
     SAVED_MODEL_FILE,
@@ -34,53 +31,14 @@ from serve.repository import (
     read_version,
 )
 from serve.settings import VersionPolicy
-from serve.versions import ModelInfo, VersionInfo, VersionState
+from serve.version_handle import Handle, LoadedVersion
+from serve.versions import ModelInfo, VersionState
 
 log = logging.getLogger(__name__)
 LABEL_NEWEST = ("stable", "latest")  # the newest available version
 LABEL_PREVIOUS = "previous"  # the available version before it
 Loader = Callable[[ModelVersion], Classifier]
 BatcherFactory = Callable[[str, int, Classifier], Batcher]
-
-
-@dataclass(eq=False)
-class _Entry:
-    name: str
-    version: int
-    fingerprint: tuple[int, int]
-    manifest: Manifest | None
-    state: VersionState = VersionState.LOADING
-    reason: str = ""
-    batcher: Batcher | None = None
-    inflight: int = 0
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class Handle:
-    """One pinned, available version for the duration of a request. Use as a context manager."""
-
-    def __init__(self, entry: _Entry) -> None:
-        assert entry.batcher is not None and entry.manifest is not None
-        self._entry: _Entry | None = entry
-        self.name = entry.name
-        self.version = entry.version
-        self.manifest: Manifest = entry.manifest
-        self.batcher: Batcher = entry.batcher
-        entry.inflight += 1
-        entry.idle.clear()
-
-    def release(self) -> None:
-        entry, self._entry = self._entry, None
-        if entry is not None:
-            entry.inflight -= 1
-            if entry.inflight == 0:
-                entry.idle.set()
-
-    def __enter__(self) -> Handle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 def _fingerprint(path: Path) -> tuple[int, int]:
@@ -112,7 +70,7 @@ class ModelRegistry:
         self._make_batcher = make_batcher
         self._loader = loader
         self._on_change = on_change
-        self._models: dict[str, dict[int, _Entry]] = {}
+        self._models: dict[str, dict[int, LoadedVersion]] = {}
         self._lock = asyncio.Lock()
         self.synced = False  # True after the first full sync
 
@@ -158,7 +116,7 @@ class ModelRegistry:
         self, name: str, version: int, path: Path, fingerprint: tuple[int, int]
     ) -> None:
         entries = self._models[name]
-        entry = _Entry(name, version, fingerprint, manifest=None)
+        entry = LoadedVersion(name, version, fingerprint, manifest=None)
         entries[version] = entry
         await self._changed()
         log.info("loading %s version %d from %s", name, version, path)
@@ -179,7 +137,7 @@ class ModelRegistry:
         log.info("%s version %d is available", name, version)
         await self._changed()
 
-    async def _unload(self, entry: _Entry) -> None:
+    async def _unload(self, entry: LoadedVersion) -> None:
         entry.state = VersionState.UNLOADING
         await self._changed()
         log.info(
@@ -205,7 +163,7 @@ class ModelRegistry:
             await self._on_change()
 
     # -- requests --------------------------------------------------------------------------
-    def _available(self, name: str) -> list[_Entry]:
+    def _available(self, name: str) -> list[LoadedVersion]:
         entries = self._models.get(name, {})
         ready = [e for e in entries.values() if e.state is VersionState.AVAILABLE]
         return sorted(ready, key=lambda e: e.version, reverse=True)
@@ -252,7 +210,7 @@ class ModelRegistry:
         if len(available) > 1:
             labels[available[1].version] = [LABEL_PREVIOUS]
         versions = tuple(
-            _info(entry, tuple(labels.get(entry.version, ())))
+            entry.info(tuple(labels.get(entry.version, ())))
             for entry in sorted(entries.values(), key=lambda e: e.version, reverse=True)
         )
         return ModelInfo(name, available[0].version if available else None, versions)
@@ -262,16 +220,3 @@ class ModelRegistry:
 
     def loaded_counts(self) -> dict[str, int]:
         return {name: len(self._available(name)) for name in self.names()}
-
-
-def _info(entry: _Entry, labels: tuple[str, ...]) -> VersionInfo:
-    manifest = entry.manifest
-    extra: dict[str, Any] = {}
-    if manifest is not None:
-        extra = {
-            "classes": manifest.classes,
-            "preprocessing": manifest.preprocessing,
-            "architecture": manifest.architecture,
-            "test_accuracy": manifest.test_accuracy,
-        }
-    return VersionInfo(entry.version, entry.state, entry.reason, labels, **extra)
