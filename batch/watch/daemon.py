@@ -30,9 +30,10 @@ from batch.labels import read_labels_file
 from batch.pipeline import preferred_batch_size
 from batch.report import read_report
 from batch.summary import Tally, summary_paths, summary_prefix, write_report_summary
+from batch.watch.entry import Entry, NewFile
 from batch.watch.events import EventSource
 from batch.watch.inbox import Inbox, Settler
-from batch.watch.journal import Entry, Journal, NewFile
+from batch.watch.journal import Journal
 from batch.watch.predict import Rows
 from batch.watch.report import AppendReport, ReportMismatch
 from batch.watch.settings import WatchSettings, check_folders, hold_lock

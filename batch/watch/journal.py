@@ -4,7 +4,8 @@ Each file walks `seen -> classified -> placed -> reported`; `superseded` (it cha
 it: it is picked up again as a new arrival) is the other terminal state. Every transition is one
 committed transaction, written before the action it announces (a destination is recorded before
 the file is moved there, a report row and its byte offset before it is appended), so after a
-crash at any instant the daemon can tell what was done and finish it exactly once.
+crash at any instant the daemon can tell what was done and finish it exactly once. The rows come
+back as `batch.watch.entry.Entry`.
 
     journal = Journal(outdir / ".clfwatch" / "journal.sqlite")
     ids = journal.add_seen([NewFile(...)])
@@ -17,19 +18,11 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from batch.fsutil import Identity
-
-SEEN, CLASSIFIED, PLACED, REPORTED, SUPERSEDED = (
-    "seen",
-    "classified",
-    "placed",
-    "reported",
-    "superseded",
-)
+from batch.watch.entry import CLASSIFIED, PLACED, SEEN, Entry, NewFile
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -55,35 +48,6 @@ CREATE INDEX IF NOT EXISTS files_open ON files(state) WHERE state NOT IN ('repor
 """
 
 _OPEN = "state NOT IN ('reported', 'superseded')"
-
-
-@dataclass(frozen=True)
-class NewFile:
-    """A settled inbox file about to enter a batch."""
-
-    source: Path
-    rel: str
-    identity: Identity
-    action: str
-    true_label: str | None = None
-
-
-@dataclass
-class Entry:
-    """One journal row."""
-
-    id: int
-    source: Path
-    rel: str
-    identity: Identity
-    state: str
-    action: str
-    true_label: str | None
-    seen_at: float
-    outcome: dict[str, Any] | None = None
-    dest: Path | None = None
-    row: str | None = None
-    report_offset: int | None = None
 
 
 _COLUMNS = (

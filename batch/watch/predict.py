@@ -20,7 +20,7 @@ from batch.fsutil import identity_of
 from batch.pipeline import ImageFile, classify_chunk
 from batch.reader import Read, ReadAhead
 from batch.report import ReportRow
-from batch.watch.journal import Entry
+from batch.watch.entry import Entry
 
 VANISHED_ERROR = "file vanished from the inbox before it was placed"
 Rows = list[ReportRow | None]  # None: the file changed after it was seen

@@ -21,7 +21,8 @@ from batch.backends import Backend
 from batch.fsutil import fsync_dir
 from batch.report import ReportRow
 from batch.summary import Tally
-from batch.watch.journal import CLASSIFIED, PLACED, REPORTED, SEEN, SUPERSEDED, Entry, Journal
+from batch.watch.entry import CLASSIFIED, PLACED, REPORTED, SEEN, SUPERSEDED, Entry
+from batch.watch.journal import Journal
 from batch.watch.placement import Collision, State, check, free_name
 from batch.watch.placement import place as place_file
 from batch.watch.predict import VANISHED_ERROR, Predictor, Rows

@@ -5,15 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batch.watch.journal import (
-    CLASSIFIED,
-    PLACED,
-    REPORTED,
-    SEEN,
-    SUPERSEDED,
-    Journal,
-    NewFile,
-)
+from batch.watch.entry import CLASSIFIED, PLACED, REPORTED, SEEN, SUPERSEDED, NewFile
+from batch.watch.journal import Journal
 
 
 def _new(name: str, action: str = "move", identity: tuple[int, int, int] = (1, 2, 3)) -> NewFile:

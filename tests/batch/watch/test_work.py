@@ -13,7 +13,8 @@ import pytest
 from batch.backends import Backend, open_backend
 from batch.fsutil import identity_of
 from batch.summary import Tally
-from batch.watch.journal import PLACED, REPORTED, SUPERSEDED, Journal, NewFile
+from batch.watch.entry import PLACED, REPORTED, SUPERSEDED, NewFile
+from batch.watch.journal import Journal
 from batch.watch.predict import VANISHED_ERROR
 from batch.watch.report import AppendReport
 from batch.watch.work import BatchWork
