@@ -34,10 +34,11 @@ from batch.watch.entry import Entry, NewFile
 from batch.watch.events import EventSource
 from batch.watch.inbox import Inbox, Settler
 from batch.watch.journal import Journal
+from batch.watch.outcome import describe
 from batch.watch.predict import Rows
 from batch.watch.report import AppendReport, ReportMismatch
 from batch.watch.settings import WatchSettings, check_folders, hold_lock
-from batch.watch.work import BatchWork, describe
+from batch.watch.work import BatchWork
 from serve.errors import InvalidInput, ManifestError, ModelNotFound, ServeError, VersionNotFound
 from serve.repository import resolve
 

@@ -3,6 +3,7 @@
 `BatchWork.advance(entries)` takes journal entries in any state and carries each one to `reported`
 (or `superseded`). A fresh batch and the leftovers of a crash go through the same code, so
 recovery is not a separate, rarely-run path: it is the normal path started half way.
+Where each file goes and what is kept of its classification: `batch.watch.outcome`.
 """
 
 from __future__ import annotations
@@ -10,53 +11,27 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from batch.backends import Backend
 from batch.fsutil import fsync_dir
-from batch.report import ReportRow
 from batch.summary import Tally
 from batch.watch.entry import CLASSIFIED, PLACED, REPORTED, SEEN, SUPERSEDED, Entry
 from batch.watch.journal import Journal
+from batch.watch.outcome import destination_folder, outcome_row, stored_outcome
 from batch.watch.placement import Collision, State, check, free_name
 from batch.watch.placement import place as place_file
 from batch.watch.predict import VANISHED_ERROR, Predictor, Rows
 from batch.watch.report import AppendReport, render
 
 log = logging.getLogger(__name__)
-UNCERTAIN, REJECTED = "_uncertain", "_rejected"
 
 
 def _tmp_name(entry: Entry) -> str:
     return f".clfwatch-{entry.id}.tmp"
-
-
-def outcome_row(entry: Entry) -> ReportRow:
-    """The report row an entry's stored outcome stands for."""
-    data = dict(entry.outcome or {})
-    data.pop("folder", None)
-    data["top_k"] = tuple((str(label), float(score)) for label, score in data.get("top_k", ()))
-    data["probabilities"] = tuple(data.get("probabilities", ()))
-    return ReportRow(**data)
-
-
-def describe(entries: Sequence[Entry]) -> str:
-    """`"60 filed, 3 uncertain, 1 rejected"` for a batch's log line."""
-    folders = Counter((e.outcome or {}).get("folder") for e in entries)
-    uncertain, rejected = folders.pop(UNCERTAIN, 0), folders.pop(REJECTED, 0)
-    vanished = folders.pop(None, 0)
-    text = f"{sum(folders.values())} filed, {uncertain} uncertain, {rejected} rejected"
-    return text + (f", {vanished} vanished" if vanished else "")
-
-
-def _outcome(row: ReportRow, folder: str | None) -> dict[str, Any]:
-    fields = {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}  # asdict is slow
-    return {**fields, "folder": folder}
 
 
 class BatchWork:
@@ -134,8 +109,8 @@ class BatchWork:
             if row is None:
                 changed.append(entry)
                 continue
-            folder = self._folder(row)
-            entry.outcome = _outcome(row, folder)
+            folder = destination_folder(row, self.min_confidence)
+            entry.outcome = stored_outcome(row, folder)
             entry.dest = self._plan(entry, folder, reserved)
             if entry.dest is not None:
                 reserved.add(entry.dest)
@@ -143,15 +118,6 @@ class BatchWork:
         if changed:
             self.journal.mark(changed, SUPERSEDED)
         self.journal.mark_classified([e for e in entries if e.state == SEEN])
-
-    def _folder(self, row: ReportRow) -> str | None:
-        if row.error == VANISHED_ERROR:
-            return None
-        if row.error is not None or row.predicted is None:
-            return REJECTED
-        if row.confidence is not None and row.confidence < self.min_confidence:
-            return UNCERTAIN
-        return row.predicted
 
     def _plan(self, entry: Entry, folder: str | None, reserved: set[Path]) -> Path | None:
         if folder is None or entry.action == "none":
@@ -181,7 +147,7 @@ class BatchWork:
                 continue
             if state is State.VANISHED and (entry.outcome or {}).get("error") != VANISHED_ERROR:
                 row = dataclasses.replace(outcome_row(entry), error=VANISHED_ERROR)
-                self.journal.set_outcome(entry, _outcome(row, None))
+                self.journal.set_outcome(entry, stored_outcome(row, None))
             touched.add(entry.source.parent)
             if entry.dest is not None:
                 touched.add(entry.dest.parent)
