@@ -19,11 +19,12 @@ from typing import Annotated
 
 import typer
 
-from batch.backends import DEFAULT_REPOSITORY, open_backend
+from batch.backends import DEFAULT_REPOSITORY, Backend, open_backend
 from batch.errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_SERVER, EXIT_USAGE, BatchError
 from batch.options import command
+from batch.ray_engine import RayEngine
 from batch.report import read_report, report_labels
-from batch.runner import RunSettings, count_images, run_folder
+from batch.runner import Engine, RunSettings, count_images, run_folder
 from batch.summary import Tally, summary_prefix, summary_text, write_summary
 from batch.watch.cli import watch
 from serve.errors import ModelNotFound, ServeError, VersionNotFound
@@ -65,16 +66,20 @@ def run(settings: RunSettings) -> None:
         raise _fail(f"labels file {s.labels} does not exist (use auto, none or a CSV file)")
     if not report.parent.is_dir():
         raise _fail(f"cannot write the report: {report.parent} is not a folder")
+    backend: Backend | RayEngine
     try:
         counts = count_images(s.folder, s.recursive)
-        backend = open_backend(
-            s.model,
-            version=s.version,
-            repository=s.repository,
-            server=s.server,
-            runtime=s.runtime,
-            access=s.access,
-        )
+        if s.engine == Engine.ray:
+            backend = RayEngine(s)  # imports ray: only when it is asked for
+        else:
+            backend = open_backend(
+                s.model,
+                version=s.version,
+                repository=s.repository,
+                server=s.server,
+                runtime=s.runtime,
+                access=s.access,
+            )
     except BatchError as exc:
         raise _fail(str(exc), exc.code) from None
     except (ModelNotFound, VersionNotFound) as exc:
@@ -89,7 +94,10 @@ def run(settings: RunSettings) -> None:
     except Exception as exc:  # a broken SavedModel raises whatever TensorFlow raises
         raise _fail(f"cannot load model {s.model!r}: {exc}") from None
     try:
-        result = run_folder(s, backend, warn=_err, counts=counts)
+        if isinstance(backend, RayEngine):
+            result = backend.run(s, warn=_err, counts=counts)
+        else:
+            result = run_folder(s, backend, warn=_err, counts=counts)
     except BatchError as exc:
         raise _fail(str(exc), exc.code) from None
     except KeyboardInterrupt:

@@ -30,6 +30,13 @@ class Format(enum.StrEnum):
     jsonl = "jsonl"
 
 
+class Engine(enum.StrEnum):
+    """Where the files are classified: in this process, or by Ray actors (batch.ray_engine)."""
+
+    local = "local"
+    ray = "ray"
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """Every option of `clfbatch run` (each also a `CLFBATCH_*` variable, see batch.options)."""
@@ -66,6 +73,15 @@ class RunSettings:
         bool, Opt("Also draw <report>.gallery.png/.html: mistakes, then least confident.")
     ] = False
     gallery_size: Annotated[int, Opt("Images in the gallery.", min=1)] = 48
+    engine: Annotated[
+        Engine, Opt("local, or ray: a pool of Ray actors (the ray extra, docs/batch.md).")
+    ] = Engine.local
+    address: Annotated[
+        str | None, Opt("With --engine ray: ray://HOST:PORT or auto (default: a local Ray).")
+    ] = None
+    actors: Annotated[
+        int | None, Opt("With --engine ray: model actors (default: one per CPU).", min=1)
+    ] = None
 
     @property
     def access(self) -> ServerAccess:
@@ -168,15 +184,21 @@ def run_folder(
         progress.advance(done, errors)
         writer.commit()
     result = RunResult(report, tally, counts.skipped, time.monotonic() - started)
+    finish_run(result, backend.model, backend.version, warn=warn)
+    return result
+
+
+def finish_run(result: RunResult, model: str, version: int, *, warn: Callable[[str], None]) -> None:
+    """After the report is committed (either engine): warn of unknown labels, write the summary."""
+    tally = result.tally
     if tally.unknown_labels:
         names = ", ".join(sorted(tally.unknown_labels))
         warn(f"warning: {sum(tally.unknown_labels.values())} files have unknown labels: {names}")
     extra = {
-        "model": backend.model,
-        "version": backend.version,
+        "model": model,
+        "version": version,
         "files": tally.files,
         "errors": tally.errors,
         "elapsed_seconds": round(result.elapsed, 3),
     }
-    result.summary_files = write_report_summary(tally, report, extra)
-    return result
+    result.summary_files = write_report_summary(tally, result.report, extra)
