@@ -6,13 +6,16 @@ before taking it. At start, whatever a crash left unfinished is completed first.
 finish the current batch and return 0; errors that may pass (a full disk, a server away) are
 retried with backoff while the files wait in the inbox.
 
+Its parts: `startup` opens the backend, journal, report and inbox; `arrivals` queues settled files
+into micro-batches; `work` carries a batch through the journaled steps; `model_follow` picks up a
+newer model version between batches.
+
     settings = WatchSettings(inbox=Path("inbox"), out=Path("sorted"), model="cifar10")
     sys.exit(WatchDaemon(settings).run())
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import signal
 import sqlite3
@@ -23,24 +26,20 @@ from concurrent.futures import Future
 from contextlib import ExitStack
 from pathlib import Path
 
-from batch.backends import Backend, open_backend
-from batch.errors import BatchError
 from batch.fsutil import Identity
-from batch.labels import read_labels_file
 from batch.pipeline import preferred_batch_size
-from batch.report import read_report
-from batch.summary import Tally, summary_paths, summary_prefix, write_report_summary
+from batch.summary import write_report_summary
+from batch.watch.arrivals import Arrivals
 from batch.watch.entry import Entry, NewFile
 from batch.watch.events import EventSource
 from batch.watch.inbox import Inbox, Settler
-from batch.watch.journal import Journal
+from batch.watch.model_follow import newer_backend
 from batch.watch.outcome import describe
 from batch.watch.predict import Rows
-from batch.watch.report import AppendReport, ReportMismatch
-from batch.watch.settings import WatchSettings, check_folders, hold_lock
+from batch.watch.settings import WatchSettings
+from batch.watch.startup import open_work
 from batch.watch.work import BatchWork
-from serve.errors import InvalidInput, ManifestError, ModelNotFound, ServeError, VersionNotFound
-from serve.repository import resolve
+from serve.errors import ServeError
 
 log = logging.getLogger("clfbatch.watch")
 MAX_BACKOFF = 30.0
@@ -54,13 +53,11 @@ class WatchDaemon:
         self.settings = settings
         self.stop = threading.Event()
         self._wake = threading.Event()
-        self._queue: dict[Path, NewFile] = {}
-        self._queued_at = 0.0
+        self._arrivals = Arrivals(settings.batch_max or 64, settings.batch_wait)
         self._summary_due = False
         self._summary_at = 0.0
         self._backoff = 0.0
         self._needs_recovery = True  # whatever a crash left is finished before anything new
-        self._batch_max = settings.batch_max or 64
         self._pending: list[Entry] = []  # taken in; being predicted while the last one ends
         self._predicted: Future[Rows] | None = None
 
@@ -75,56 +72,11 @@ class WatchDaemon:
     def run(self) -> int:
         """Watch until stopped. Raises BatchError (and the backends' errors) at start."""
         s = self.settings
-        check_folders(s)
         with ExitStack() as stack:
-            stack.callback(hold_lock(s.out).close)
-            labels_file = read_labels_file(s.labels) if s.labels else None
-            backend = open_backend(
-                s.model,
-                version=s.version,
-                repository=s.repository,
-                server=s.server,
-                runtime=s.runtime,
-                access=s.access,
-            )
-            self._batch_max = s.batch_max or preferred_batch_size(backend.preprocessing)
-            if unknown := sorted(set((labels_file or {}).values()) - set(backend.labels)):
-                log.warning(
-                    "%s names classes the model does not have: %s (left out of the metrics)",
-                    s.labels,
-                    ", ".join(unknown),
-                )
-            stack.callback(lambda: worker.backend.close() if worker else backend.close())
-            worker: BatchWork | None = None
-            journal = Journal(s.journal_path)
-            stack.callback(journal.close)
-            report = AppendReport(s.report_path, backend.labels)
-            try:
-                report.open()
-            except ReportMismatch as exc:
-                raise BatchError(str(exc)) from None
-            tally = Tally(backend.labels)
-            for row in read_report(report.path):
-                tally.add(row)
-            worker = BatchWork(
-                backend=backend,
-                journal=journal,
-                report=report,
-                tally=tally,
-                out=s.out.resolve(),
-                min_confidence=s.min_confidence,
-                top_k=s.top_k,
-            )
-            stack.callback(worker.close)
+            worker, inbox = open_work(s, stack)
+            size = s.batch_max or preferred_batch_size(worker.backend.preprocessing)
+            self._arrivals.batch_max = size
             stack.callback(lambda: self._write_summary(worker, force=True))
-            exclude = [s.out, s.journal_path.parent, *summary_paths(summary_prefix(report.path))]
-            inbox = Inbox(
-                s.inbox,
-                recursive=s.recursive,
-                label_dirs=backend.labels,
-                exclude=exclude,
-                labels_file=labels_file,
-            )
             self._loop(worker, inbox)
         log.info("stopped")
         return 0
@@ -142,7 +94,7 @@ class WatchDaemon:
                 self._backoff,
                 exc_info=first and not isinstance(exc, OSError | ServeError | sqlite3.Error),
             )
-            self._queue.clear()
+            self._arrivals.clear()
             self._pending, self._predicted = [], None
             worker.drop_prefetched()
             self._needs_recovery = True
@@ -170,20 +122,20 @@ class WatchDaemon:
                     next_scan = 0.0
                     continue
                 now = time.monotonic()
-                if now >= next_reload and not self._queue and not self._pending:
+                if now >= next_reload and not self._arrivals and not self._pending:
                     self._maybe_reload(worker)
                     next_reload = now + s.reload_s
                 if now >= next_scan:
                     for path in inbox.scan():
-                        if path not in self._queue:
+                        if path not in self._arrivals:
                             settler.note(path)
                     next_scan = now + s.rescan_s
                 for path, closed in events.drain().items():
-                    if path not in self._queue:
+                    if path not in self._arrivals:
                         settler.note(path, closed=closed)
                 self._enqueue(worker, inbox, settler.ready())
-                if self._batch_due() or self._pending:
-                    self._attempt(worker, lambda: self._step(worker, take=self._batch_due()))
+                if self._arrivals.due() or self._pending:
+                    self._attempt(worker, lambda: self._step(worker, take=self._arrivals.due()))
                     continue
                 self._write_summary(worker)
                 self._wake.wait(self._timeout(len(settler), next_scan))
@@ -193,8 +145,8 @@ class WatchDaemon:
 
     def _timeout(self, pending: int, next_scan: float) -> float:
         wait = next_scan - time.monotonic()
-        if self._queue:
-            wait = min(wait, self._queued_at + self.settings.batch_wait - time.monotonic())
+        if (left := self._arrivals.time_left()) is not None:
+            wait = min(wait, left)
         if pending:
             wait = min(wait, max(0.02, self.settings.settle / 4))
         return max(0.005, wait)
@@ -204,34 +156,16 @@ class WatchDaemon:
             return
         known = worker.journal.known(ready)
         for path, identity in ready:
-            if path in known:
-                continue
-            if not self._queue:
-                self._queued_at = time.monotonic()
-            self._queue[path] = NewFile(
-                path,
-                inbox.relative(path),
-                identity,
-                self.settings.action.value,
-                inbox.true_label(path),
-            )
-
-    def _batch_due(self) -> bool:
-        if not self._queue:
-            return False
-        waited = time.monotonic() - self._queued_at
-        return len(self._queue) >= self._batch_max or waited >= self.settings.batch_wait
+            if path not in known:
+                action, label = self.settings.action.value, inbox.true_label(path)
+                self._arrivals.add(NewFile(path, inbox.relative(path), identity, action, label))
 
     def _step(self, worker: BatchWork, *, take: bool) -> None:
         """Take a new batch in (it is read, decoded and classified in the background) and
         finish the previous one (record, place, report) meanwhile."""
         fresh: list[Entry] = []
         if take:
-            batch = list(itertools.islice(self._queue.values(), self._batch_max))
-            for new in batch:
-                del self._queue[new.source]
-            self._queued_at = time.monotonic()
-            fresh = worker.journal.add_seen(batch)
+            fresh = worker.journal.add_seen(self._arrivals.take())
         current, self._pending = self._pending, fresh
         previous, self._predicted = self._predicted, worker.predict_ahead(fresh) if fresh else None
         if current:
@@ -258,8 +192,9 @@ class WatchDaemon:
         if not unfinished:
             return
         log.warning("recovering %d unfinished files from the journal", len(unfinished))
-        for start in range(0, len(unfinished), self._batch_max):
-            worker.advance(unfinished[start : start + self._batch_max])
+        size = self._arrivals.batch_max
+        for start in range(0, len(unfinished), size):
+            worker.advance(unfinished[start : start + size])
         log.info("recovered %d files", len(unfinished))
         self._summary_due = True
 
@@ -276,37 +211,8 @@ class WatchDaemon:
 
     def _maybe_reload(self, worker: BatchWork) -> None:
         """Between batches: switch to a newer version of the model, if one appeared."""
-        s = self.settings
-        if s.version is not None:
-            return
-        try:
-            if (
-                s.server is None
-                and resolve(s.repository, s.model).version <= worker.backend.version
-            ):
-                return
-            fresh: Backend = open_backend(
-                s.model,
-                repository=s.repository,
-                server=s.server,
-                runtime=s.runtime,
-                access=s.access,
-            )
-        except (ManifestError, ModelNotFound, VersionNotFound, InvalidInput, OSError) as exc:
-            log.warning("cannot look for a new model version: %s", exc)
-            return
-        except Exception as exc:  # a broken SavedModel, a server that went away
-            log.warning("cannot load the new model version: %s", exc)
-            return
-        if fresh.version == worker.backend.version or fresh.labels != worker.backend.labels:
-            if fresh.labels != worker.backend.labels:
-                log.warning(
-                    "version %d has other classes; keeping version %d",
-                    fresh.version,
-                    worker.backend.version,
-                )
-            fresh.close()
-            return
-        old, worker.backend = worker.backend, fresh
-        old.close()
-        log.info("now using model %s version %d", fresh.model, fresh.version)
+        fresh = newer_backend(self.settings, worker.backend)
+        if fresh is not None:
+            old, worker.backend = worker.backend, fresh
+            old.close()
+            log.info("now using model %s version %d", fresh.model, fresh.version)

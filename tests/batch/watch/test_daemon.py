@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import batch.watch.daemon as daemon_module
+import batch.watch.startup as startup_module
 from batch.watch.daemon import WatchDaemon
 from batch.watch.inbox import Inbox
 from batch.watch.settings import Action, WatchSettings
@@ -46,7 +46,7 @@ def test_a_stop_request_mid_batch_finishes_the_batches_in_hand_and_nothing_more(
     )  # fmt: skip
     daemon = WatchDaemon(settings)
     calls: list[int] = []
-    real_open = daemon_module.open_backend
+    real_open = startup_module.open_chosen
 
     def open_stopping(*args: Any, **kwargs: Any) -> Any:
         backend = real_open(*args, **kwargs)
@@ -60,7 +60,7 @@ def test_a_stop_request_mid_batch_finishes_the_batches_in_hand_and_nothing_more(
         backend.classify = classify_and_stop  # type: ignore[method-assign]
         return backend
 
-    monkeypatch.setattr(daemon_module, "open_backend", open_stopping)
+    monkeypatch.setattr(startup_module, "open_chosen", open_stopping)
     assert daemon.run() == 0
     rows = report_rows(out / "labels.csv")
     # The batch in the model and, at most, the one already taken in behind it.

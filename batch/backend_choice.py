@@ -1,0 +1,42 @@
+"""The backend a `clfbatch` command's settings name, opened by one call for `run` and `watch`.
+
+backend = open_chosen(settings)               # settings: RunSettings or WatchSettings
+newer = open_chosen(settings, newest=True)    # the newest version, whatever --version says
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from batch.backends import Backend, Runtime, ServerAccess, open_backend
+
+
+class BackendChoice(Protocol):
+    """The settings fields that say which model version and where it runs (or which server)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def version(self) -> int | None: ...
+    @property
+    def repository(self) -> Path: ...
+    @property
+    def server(self) -> str | None: ...
+    @property
+    def runtime(self) -> Runtime: ...
+    @property
+    def access(self) -> ServerAccess: ...
+
+
+def open_chosen(choice: BackendChoice, *, newest: bool = False) -> Backend:
+    """`open_backend` with the settings' model, version, repository, server, runtime and access;
+    `newest`: the newest version instead of the one the settings pin."""
+    return open_backend(
+        choice.model,
+        version=None if newest else choice.version,
+        repository=choice.repository,
+        server=choice.server,
+        runtime=choice.runtime,
+        access=choice.access,
+    )
