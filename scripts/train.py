@@ -4,6 +4,7 @@
 python scripts/train.py --task mnist --data ../shared/datasets/mnist.tar.gz
 python scripts/train.py --task cifar10 --arch tutorial --epochs 30
 python scripts/train.py --task cifar10 --arch fast --resume   # after an interruption
+python scripts/train.py --task cifar10 --arch tutorial-003 --filter sharpen
 
 Every epoch is checkpointed under ~/.cache/clfserve/runs/ (or $CLFSERVE_CACHE/clfserve/runs/);
 --resume with the same options continues from the last complete epoch.
@@ -11,6 +12,7 @@ Every epoch is checkpointed under ~/.cache/clfserve/runs/ (or $CLFSERVE_CACHE/cl
 
 from __future__ import annotations
 
+import enum
 import os
 import sys
 import time
@@ -28,9 +30,10 @@ from training.export import RepositoryError, check_writable
 from training.tasks import TASKS, TaskError, get_task
 
 from serve.errors import ManifestError
-from serve.manifest import Manifest
+from serve.manifest import FILTERS, Manifest
 
 app = typer.Typer(add_completion=False, help=__doc__)
+Filter = enum.StrEnum("Filter", {name: name for name in FILTERS})  # --filter's choices
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -62,6 +65,13 @@ def train(
     image_size: Annotated[
         str | None, typer.Option(help="override input size, HEIGHTxWIDTH")
     ] = None,
+    filters: Annotated[
+        list[Filter] | None,
+        typer.Option(
+            "--filter",
+            help="image filter after resizing, before scaling; repeat to chain; in the manifest",
+        ),
+    ] = None,
     name: Annotated[
         str | None, typer.Option(help="model name in the repository (default: task)")
     ] = None,
@@ -78,6 +88,8 @@ def train(
         size = parse_size(image_size)
         if size:
             pre = replace(pre, size=size)
+        if filters:
+            pre = replace(pre, filters=tuple(str(f) for f in filters))
         if data is not None and not data.exists():
             raise DataError(f"data path {data} does not exist")
         if data is None and spec.keras_dataset is None:

@@ -24,6 +24,8 @@ Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box"]
 COLOR_MODES: tuple[str, ...] = ("grayscale", "rgb")
 RESIZE_MODES: tuple[str, ...] = ("none", "stretch", "pad")
 INTERPOLATIONS: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "lanczos", "box")
+# the image filters of serve.filters (the tutorial's kernels); "blur+sharpen" is its combination
+FILTERS: tuple[str, ...] = ("sharpen", "blur", "edges", "blur+sharpen")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Preprocessing:
 
     `resize` "stretch" scales to `size` ignoring the aspect ratio; "pad" keeps it and pads
     with black (as `tf.image.resize_with_pad`); "none" requires the image to be `size` already.
+    `filters` (names from FILTERS) run in order on the resized uint8 pixels, before scaling.
     The scaled value is `pixel * scale + offset`.
     """
 
@@ -41,6 +44,7 @@ class Preprocessing:
     interpolation: Interpolation = "bilinear"
     scale: float = 1.0 / 255.0
     offset: float = 0.0
+    filters: tuple[str, ...] = ()
 
     @property
     def channels(self) -> int:
@@ -53,6 +57,10 @@ class Preprocessing:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["size"] = list(self.size)
+        if self.filters:
+            data["filters"] = list(self.filters)
+        else:  # a manifest without filters stays as manifests were written before them
+            del data["filters"]
         return data
 
     @classmethod
@@ -65,6 +73,7 @@ class Preprocessing:
                 interpolation=data.get("interpolation", "bilinear"),
                 scale=float(data.get("scale", 1.0 / 255.0)),
                 offset=float(data.get("offset", 0.0)),
+                filters=_filter_names(data.get("filters", [])),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ManifestError(f"bad preprocessing section: {exc!r}") from exc
@@ -80,6 +89,17 @@ class Preprocessing:
             raise ManifestError(f"interpolation must be one of {INTERPOLATIONS}")
         if min(self.size) < 1:
             raise ManifestError(f"size must be positive, not {self.size}")
+        for name in self.filters:
+            if name not in FILTERS:
+                raise ManifestError(
+                    f"unknown filter {name!r}; known filters: {', '.join(FILTERS)}"
+                )
+
+
+def _filter_names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ManifestError(f"filters must be a list of filter names, not {value!r}")
+    return tuple(value)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Pure image preprocessing shared by training, serving and batch: bytes or pixels -> model input.
 
 Every image goes the same way: decode (EXIF orientation applied) -> colour mode of the manifest
--> resize as the manifest says -> uint8 pixels -> float32 `pixel * scale + offset`.
+-> resize as the manifest says -> uint8 pixels -> the manifest's filters, if any (`serve.filters`)
+-> float32 `pixel * scale + offset`.
 Training calls exactly these functions, so a file classified by the server or by `clfbatch`
 reaches the model as the same tensor it would have been in training.
 
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from serve.errors import InvalidInput
+from serve.filters import apply_filters
 from serve.manifest import Preprocessing
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -114,7 +116,14 @@ def to_pixels(image: Image.Image, pre: Preprocessing) -> np.ndarray:
 
 
 def scale(pixels: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """uint8 pixels -> the float32 model input (`pixel * scale + offset`)."""
+    """Resized uint8 pixels (one image or a batch) -> the float32 model input: the manifest's
+    filters, then `pixel * scale + offset`.
+
+    The filters run here, in the one step every path takes after resizing (files, raw pixels,
+    whole uint8 batches), so that no caller can scale pixels without filtering them.
+    """
+    if pre.filters:
+        pixels = apply_filters(pixels, pre.filters)
     scaled = pixels.astype(np.float32) * np.float32(pre.scale)
     if pre.offset:
         scaled += np.float32(pre.offset)

@@ -59,7 +59,13 @@ def test_every_field_survives_a_round_trip(tmp_path: Path) -> None:
         version=7,
         classes=("a", "b", "c"),
         preprocessing=Preprocessing(
-            "grayscale", (16, 12), resize="pad", interpolation="nearest", scale=0.5, offset=-1.0
+            "grayscale",
+            (16, 12),
+            resize="pad",
+            interpolation="nearest",
+            scale=0.5,
+            offset=-1.0,
+            filters=("blur", "sharpen"),
         ),
         architecture="cnn",
         signature=Signature(name="sig", input="x", output="y"),
@@ -75,7 +81,7 @@ def test_every_field_survives_a_round_trip(tmp_path: Path) -> None:
     assert data["input_shape"] == [16, 12, 1]
     assert data["preprocessing"] == {
         "color_mode": "grayscale", "size": [16, 12], "resize": "pad",
-        "interpolation": "nearest", "scale": 0.5, "offset": -1.0,
+        "interpolation": "nearest", "scale": 0.5, "offset": -1.0, "filters": ["blur", "sharpen"],
     }  # fmt: skip
     assert data["artefacts"] == {
         "litert": {
@@ -103,6 +109,8 @@ def test_optional_keys_take_their_documented_defaults() -> None:
     assert manifest.preprocessing == Preprocessing(
         "rgb", (4, 6), resize="stretch", interpolation="bilinear", scale=1 / 255, offset=0.0
     )
+    assert manifest.preprocessing.filters == ()
+    assert "filters" not in _manifest().to_dict()["preprocessing"]  # as written before filters
     assert manifest.input_shape == (4, 6, 3)
     assert (manifest.architecture, manifest.created, manifest.metrics) == ("unknown", "", {})
     assert manifest.training == {} and manifest.schema == 1 and manifest.test_accuracy is None
@@ -118,6 +126,11 @@ def test_optional_keys_take_their_documented_defaults() -> None:
         ({"color_mode": "rgb", "size": [4, 4], "interpolation": "x"}, "interpolation must be"),
         ({"color_mode": "rgb", "size": [4, 0]}, r"size must be positive, not \(4, 0\)"),
         ({"color_mode": "rgb", "size": [4]}, "bad preprocessing section"),
+        (
+            {"color_mode": "rgb", "size": [4, 4], "filters": ["sharpen", "emboss"]},
+            "unknown filter 'emboss'; known filters: sharpen, blur, edges, blur\\+sharpen",
+        ),
+        ({"color_mode": "rgb", "size": [4, 4], "filters": "sharpen"}, "must be a list of filter"),
     ],
 )
 def test_bad_preprocessing_is_refused_with_its_reason(preprocessing: dict, message: str) -> None:

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from training.data import load_split
 
+from batch.reader import read_image
 from serve.errors import InvalidInput
 from serve.manifest import Preprocessing
 from serve.preprocess import (
@@ -224,6 +225,25 @@ def test_training_builds_the_tensor_written_out_here(tmp_path: Path) -> None:
     pre = gray(4, 4, "stretch", interpolation="nearest")
     expected = tensor([[10, 10, 20, 20], [10, 10, 20, 20], [30, 30, 40, 40], [30, 30, 40, 40]])
     np.testing.assert_allclose(load_split(tmp_path, pre).images[0], expected, atol=1e-7)
+
+
+def test_training_serving_and_batch_build_the_same_filtered_tensor(tmp_path: Path) -> None:
+    """The identity check with a filtered manifest: training's loader, the server's file and
+    raw-pixel paths and clfbatch's reader all give the tensor written out here (the 2x2 image
+    stretched to 4x4 by nearest, then sharpened; worked out in tests/serve/test_filters.py)."""
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "img.png").write_bytes(png([[10, 20], [30, 40]]))
+    pre = gray(4, 4, "stretch", interpolation="nearest", filters=("sharpen",))
+    expected = tensor([[10, 0, 30, 20], [0, 0, 10, 0], [50, 40, 70, 60], [30, 20, 50, 40]])
+    built = {
+        "training": load_split(tmp_path, pre).images[0],
+        "serving, file": preprocess_bytes(png([[10, 20], [30, 40]]), pre),
+        "serving, pixels": preprocess_pixels(np.array([[10, 20], [30, 40]], np.uint8), pre),
+        "clfbatch": read_image(tmp_path / "a" / "img.png", pre),
+    }
+    for where, got in built.items():
+        np.testing.assert_allclose(got, expected, atol=1e-7, err_msg=where)
 
 
 def test_sixteen_bit_grayscale_is_scaled_to_eight_bits():

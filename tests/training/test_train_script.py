@@ -17,6 +17,7 @@ import tensorflow as tf
 from PIL import Image
 
 from serve.manifest import Manifest
+from serve.preprocess import preprocess_bytes
 from tests.conftest import REPO_ROOT
 from tests.images import write_dataset
 
@@ -228,3 +229,37 @@ def test_unwritable_repository_is_refused_before_training(tmp_path: Path):
     result = train("--task", "mnist", "--arch", "tiny", "--data", tmp_path, "--repository", blocker)
     assert result.returncode == 2
     assert "not a writable directory" in result.stderr
+
+
+@pytest.mark.slow
+def test_filter_trains_on_filtered_images_and_writes_it_into_the_manifest(
+    gray_data: Path, tmp_path: Path
+):
+    repository = tmp_path / "trained"
+    result = train(
+        "--task", "mnist", "--arch", "tiny", "--data", gray_data, "--epochs", "1",
+        "--filter", "sharpen", "--repository", repository,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    version = repository / "mnist" / "1"
+    data = json.loads((version / "manifest.json").read_text())
+    assert data["preprocessing"]["filters"] == ["sharpen"]
+    manifest = Manifest.read(version / "manifest.json")
+    # the accuracy it claims is the model's on sharpened test images (what serving will send)
+    classes = sorted(p.name for p in (gray_data / "test").iterdir())
+    files = [
+        (p, i) for i, c in enumerate(classes) for p in sorted((gray_data / "test" / c).iterdir())
+    ]
+    images = np.stack([preprocess_bytes(p.read_bytes(), manifest.preprocessing) for p, _ in files])
+    loaded = tf.saved_model.load(str(version))
+    probs = loaded.signatures["serving_default"](images=tf.constant(images))["probabilities"]
+    accuracy = float(np.mean(probs.numpy().argmax(axis=1) == [i for _, i in files]))
+    assert data["metrics"]["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_an_unknown_filter_is_refused_with_the_known_ones(tmp_path: Path):
+    result = train("--task", "mnist", "--filter", "emboss", "--repository", tmp_path / "t")
+    assert result.returncode == 2
+    message = " ".join(result.stderr.replace("│", " ").split())  # unwrap typer's error box
+    assert "'emboss' is not one of 'sharpen', 'blur', 'edges', 'blur+sharpen'" in message
+    assert not (tmp_path / "t").exists()
