@@ -19,7 +19,8 @@ from typing import Annotated
 
 import typer
 
-from batch.backends import DEFAULT_REPOSITORY, Backend, open_backend
+from batch.backend_choice import open_chosen
+from batch.backends import DEFAULT_REPOSITORY, Backend
 from batch.errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_SERVER, EXIT_USAGE, BatchError
 from batch.options import command
 from batch.ray_engine import RayEngine
@@ -62,6 +63,8 @@ def run(settings: RunSettings) -> None:
     report = s.report
     if report.exists() and not s.force:
         raise _fail(f"{report} exists; pass --force to overwrite it or --out for another name")
+    if s.version is not None and s.version_label:
+        raise _fail("pass --version or --version-label, not both")
     if s.labels not in ("auto", "none") and not Path(s.labels).is_file():
         raise _fail(f"labels file {s.labels} does not exist (use auto, none or a CSV file)")
     if not report.parent.is_dir():
@@ -69,17 +72,8 @@ def run(settings: RunSettings) -> None:
     backend: Backend | RayEngine
     try:
         counts = count_images(s.folder, s.recursive)
-        if s.engine == Engine.ray:
-            backend = RayEngine(s)  # imports ray: only when it is asked for
-        else:
-            backend = open_backend(
-                s.model,
-                version=s.version,
-                repository=s.repository,
-                server=s.server,
-                runtime=s.runtime,
-                access=s.access,
-            )
+        # RayEngine imports ray: only when it is asked for
+        backend = RayEngine(s) if s.engine == Engine.ray else open_chosen(s)
     except BatchError as exc:
         raise _fail(str(exc), exc.code) from None
     except (ModelNotFound, VersionNotFound) as exc:
