@@ -112,6 +112,33 @@ class Signature:
 
 
 @dataclass(frozen=True)
+class Embedding:
+    """The SavedModel's second signature: the penultimate layer's vector (the input of the
+    final Dense layer), float32 [N, dimension]. Absent from versions exported before it existed
+    (`scripts/convert.py` adds it)."""
+
+    signature: str = "embedding"
+    output: str = "embedding"
+    dimension: int = 0
+    layer: str = ""  # the Keras layer whose output it is
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Embedding:
+        try:
+            embedding = cls(
+                signature=str(data.get("signature", "embedding")),
+                output=str(data.get("output", "embedding")),
+                dimension=int(data["dimension"]),
+                layer=str(data.get("layer", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(f"bad embedding entry: {exc!r}") from exc
+        if embedding.dimension < 1:
+            raise ManifestError(f"embedding dimension must be positive, not {embedding.dimension}")
+        return embedding
+
+
+@dataclass(frozen=True)
 class Artefact:
     """A runtime's copy of the model beside the SavedModel (e.g. `model.tflite` for LiteRT).
 
@@ -150,6 +177,7 @@ class Manifest:
     created: str = ""
     schema: int = SCHEMA_VERSION
     artefacts: dict[str, Artefact] = field(default_factory=dict)  # by runtime name; optional
+    embedding: Embedding | None = None  # the `embedding` signature, if the SavedModel has one
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -176,6 +204,8 @@ class Manifest:
         }
         if self.artefacts:  # absent from manifests written before runtimes existed
             data["artefacts"] = {name: asdict(a) for name, a in sorted(self.artefacts.items())}
+        if self.embedding is not None:
+            data["embedding"] = asdict(self.embedding)
         return data
 
     @classmethod
@@ -197,6 +227,9 @@ class Manifest:
                     str(name): Artefact.from_dict(entry)
                     for name, entry in dict(data.get("artefacts", {})).items()
                 },
+                embedding=(
+                    Embedding.from_dict(dict(data["embedding"])) if data.get("embedding") else None
+                ),
             )
         except ManifestError:
             raise

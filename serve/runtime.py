@@ -53,6 +53,11 @@ class BySize:
         chosen = self.fast if len(batch) <= self.limit else self.reference
         return chosen.predict(batch)
 
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Embeddings always come from TensorFlow (LiteRT has the probabilities only)."""
+        embed: Callable[[np.ndarray], np.ndarray] = self.reference.embed  # type: ignore[attr-defined]
+        return embed(batch)
+
 
 def check_inputs(version: ModelVersion, count: int = CHECK_IMAGES) -> np.ndarray:
     """Deterministic synthetic images in the model's input range (pixels 0..255, preprocessed)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import errno
 import logging
+import math
 import os
 import shutil
 import uuid
@@ -22,7 +23,7 @@ import tensorflow as tf
 
 from batch.plots import plot_curves
 from serve.artefacts import with_litert
-from serve.manifest import Manifest
+from serve.manifest import Embedding, Manifest
 from serve.repository import version_dirs
 
 log = logging.getLogger(__name__)
@@ -53,25 +54,59 @@ def serving_function(model: keras.Model, tta_flip: bool) -> Callable[[tf.Tensor]
     return probabilities
 
 
-def save_saved_model(model: keras.Model, path: Path, manifest: Manifest, tta_flip: bool) -> None:
-    """A plain TF SavedModel with one signature, loadable without Keras (and by TF Serving).
+def embedding_model(model: keras.Model) -> tuple[keras.Model, str]:
+    """A Keras model sharing `model`'s layers whose output is the input of its last Dense layer
+    (the penultimate vector the classifier's head reads), and the name of the layer producing it.
 
-    Only the model's weights are tracked: tracking the Keras model would also save its
-    optimizer's slots (Adam's two moments, twice the weights again), and Keras' ExportArchive
-    stored every weight twice.
+    Raises ValueError for a model without a Dense layer.
+    """
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    if not dense:
+        raise ValueError(f"{model.name} has no Dense layer: no penultimate vector to export")
+    head = dense[-1]
+    features = head.input
+    producer = features._keras_history.operation  # the layer whose output feeds the head
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, features, name=f"{model.name}_embedding"), producer.name
+
+
+def save_saved_model(
+    model: keras.Model, path: Path, manifest: Manifest, tta_flip: bool
+) -> Manifest:
+    """A plain TF SavedModel, loadable without Keras (and by TF Serving), with two signatures:
+    `serving_default` (probabilities) and `embedding` (the penultimate vector, float32 [N, d],
+    of the image as given, never averaged with its mirror). Returns `manifest` with the
+    embedding recorded.
+
+    Only the model's weights are tracked, once: both signatures read the same variables, so the
+    second costs graph, not weights. Tracking the Keras model would also save its optimizer's
+    slots (Adam's two moments, twice the weights again), and Keras' ExportArchive stored every
+    weight twice.
     """
     signature = manifest.signature
     spec = tf.TensorSpec([None, *manifest.input_shape], tf.float32, name=signature.input)
     compute = serving_function(model, tta_flip)
+    features, layer = embedding_model(model)
+    dimension = math.prod(int(d) for d in features.outputs[0].shape[1:])
+    entry = Embedding(dimension=dimension, layer=layer)
 
     @tf.function(input_signature=[spec])
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         return {signature.output: compute(images)}
 
+    @tf.function(input_signature=[spec])
+    def embed(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        vectors = features(images, training=False)
+        return {entry.output: tf.cast(tf.reshape(vectors, [tf.shape(images)[0], -1]), tf.float32)}
+
     module = tf.Module()
     module.weights = [variable.value for variable in model.weights]  # the tf.Variables
     module.serve = serve
-    tf.saved_model.save(module, str(path), signatures={signature.name: serve})
+    module.embed = embed
+    tf.saved_model.save(
+        module, str(path), signatures={signature.name: serve, entry.signature: embed}
+    )
+    return replace(manifest, embedding=entry)
 
 
 def add_runtime_artefacts(version_dir: Path, manifest: Manifest) -> Manifest:
@@ -131,7 +166,7 @@ def write_version(
     staging = task_dir / f".tmp-{uuid.uuid4().hex[:12]}"
     try:
         staging.mkdir()
-        save_saved_model(model, staging, manifest, tta_flip)
+        manifest = save_saved_model(model, staging, manifest, tta_flip)
         manifest = add_runtime_artefacts(staging, manifest)
         (staging / "model.json").write_text(model.to_json(indent=2) + "\n")
         write_history(history, staging / "history.csv")
