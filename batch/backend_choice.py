@@ -20,6 +20,8 @@ class BackendChoice(Protocol):
     @property
     def version(self) -> int | None: ...
     @property
+    def version_label(self) -> str | None: ...
+    @property
     def repository(self) -> Path: ...
     @property
     def server(self) -> str | None: ...
@@ -30,11 +32,12 @@ class BackendChoice(Protocol):
 
 
 def open_chosen(choice: BackendChoice, *, newest: bool = False) -> Backend:
-    """`open_backend` with the settings' model, version, repository, server, runtime and access;
-    `newest`: the newest version instead of the one the settings pin."""
+    """`open_backend` with the settings' model, version (or label), repository, server, runtime
+    and access; `newest`: the newest version (carrying the label) instead of a pinned one."""
     return open_backend(
         choice.model,
         version=None if newest else choice.version,
+        label=choice.version_label,
         repository=choice.repository,
         server=choice.server,
         runtime=choice.runtime,

@@ -122,6 +122,7 @@ class RemoteBackend:
         model: str,
         version: int | None = None,
         *,
+        label: str | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
         timeout: float = 60.0,
         access: ServerAccess | None = None,
@@ -149,7 +150,7 @@ class RemoteBackend:
                 raise ServerUnavailable(f"{exc}{access.hint()}") from None
             except Unauthenticated as exc:
                 raise Unauthenticated(f"{exc} (pass --token or set CLFBATCH_TOKEN)") from None
-            chosen = _pick_version(model, version, info)
+            chosen = _pick_version(model, version, label, info)
             if chosen.preprocessing is None:
                 raise ModelNotReady(f"the server did not describe {model} v{chosen.version}")
             self.model = model
@@ -181,9 +182,15 @@ class RemoteBackend:
         self._client.close()
 
 
-def _pick_version(model: str, wanted: int | None, info: Any) -> Any:
-    """The served version's info: `wanted`, or the server's default (newest available)."""
+def _pick_version(model: str, wanted: int | None, label: str | None, info: Any) -> Any:
+    """The served version's info: `wanted`, else the one the server says `label` points at,
+    else the server's default (newest available). The run then pins that number."""
     versions = {int(v.version): v for v in info.versions}
+    if wanted is None and label:
+        named = [n for n, v in versions.items() if label in v.labels]
+        if not named:
+            raise VersionNotFound(model, label, sorted(versions))
+        wanted = named[0]
     number = wanted if wanted is not None else info.default_version
     if number is None and versions:
         number = max(versions)
@@ -201,18 +208,20 @@ def open_backend(
     model: str,
     *,
     version: int | None = None,
+    label: str | None = None,
     repository: Path = DEFAULT_REPOSITORY,
     server: str | None = None,
     runtime: str = Runtime.auto,
     access: ServerAccess | None = None,
 ) -> Backend:
-    """The in-process model (default) or, with `server="host:port"`, the served one.
+    """The in-process model (default) or, with `server="host:port"`, the served one: `version`,
+    else the one version `label` names (serve.version_labels), else the newest.
 
     Raises ModelNotFound / VersionNotFound whose messages list what exists.
     """
     if server:
-        return RemoteBackend(server, model, version, access=access)
-    return LocalBackend(resolve(Path(repository), model, version), runtime)
+        return RemoteBackend(server, model, version, label=label, access=access)
+    return LocalBackend(resolve(Path(repository), model, version, label), runtime)
 
 
 __all__ = [

@@ -121,7 +121,9 @@ class RayEngine:
         self._ray = import_ray(local=options.address is None)
         if options.server:
             raise BatchError("--engine ray loads the model from --repository; drop --server")
-        version = resolve(Path(options.repository), options.model, options.version)
+        version = resolve(
+            Path(options.repository), options.model, options.version, options.version_label
+        )
         self.model = version.name
         self.version = version.version
         self.labels = version.manifest.classes

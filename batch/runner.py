@@ -44,6 +44,9 @@ class RunSettings:
     folder: Annotated[Path, Arg("Folder of images to classify.")]
     model: Annotated[str, Opt("Model name in the repository.", ("--model", "-m"))]
     version: Annotated[int | None, Opt("Model version (default: newest).")] = None
+    version_label: Annotated[
+        str | None, Opt("Version label instead (e.g. fast: the newest version carrying it).")
+    ] = None
     repository: Annotated[Path, Opt("Model repository.")] = DEFAULT_REPOSITORY
     server: Annotated[
         str | None, Opt("HOST:PORT of a clfserve; replicas: H:P,H:P or dns:///NAME:PORT.")

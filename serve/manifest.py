@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from serve.errors import ManifestError
+from serve.version_labels import check_label
 
 SCHEMA_VERSION = 1
 ColorMode = Literal["grayscale", "rgb"]
@@ -178,6 +179,7 @@ class Manifest:
     schema: int = SCHEMA_VERSION
     artefacts: dict[str, Artefact] = field(default_factory=dict)  # by runtime name; optional
     embedding: Embedding | None = None  # the `embedding` signature, if the SavedModel has one
+    labels: tuple[str, ...] = ()  # version labels, e.g. ("fast",): serve.version_labels
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -206,6 +208,8 @@ class Manifest:
             data["artefacts"] = {name: asdict(a) for name, a in sorted(self.artefacts.items())}
         if self.embedding is not None:
             data["embedding"] = asdict(self.embedding)
+        if self.labels:
+            data["labels"] = list(self.labels)
         return data
 
     @classmethod
@@ -230,6 +234,7 @@ class Manifest:
                 embedding=(
                     Embedding.from_dict(dict(data["embedding"])) if data.get("embedding") else None
                 ),
+                labels=tuple(check_label(label) for label in data.get("labels", [])),
             )
         except ManifestError:
             raise

@@ -32,11 +32,10 @@ from serve.repository import (
 )
 from serve.settings import VersionPolicy
 from serve.version_handle import Handle, LoadedVersion
+from serve.version_labels import assigned, pick
 from serve.versions import ModelInfo, VersionState
 
 log = logging.getLogger(__name__)
-LABEL_NEWEST = ("stable", "latest")  # the newest available version
-LABEL_PREVIOUS = "previous"  # the available version before it
 Loader = Callable[[ModelVersion], Classifier]
 BatcherFactory = Callable[[str, int, Classifier], Batcher]
 
@@ -183,14 +182,12 @@ class ModelRegistry:
             if entry.state is not VersionState.AVAILABLE:
                 raise ModelNotReady(f"{name} version {version} is {entry.state.value}")
             return Handle(entry)
-        if label and label not in (*LABEL_NEWEST, LABEL_PREVIOUS):
-            raise VersionNotFound(name, label, [e.version for e in available])
-        index = 1 if label == LABEL_PREVIOUS else 0
-        if len(available) <= index:
-            if label == LABEL_PREVIOUS and available:
-                raise VersionNotFound(name, label, [e.version for e in available])
+        if not available:
             raise ModelNotReady(f"{name} has no available version yet")
-        return Handle(available[index])
+        chosen = pick(label or "latest", _labelled(available))
+        if chosen is None:
+            raise VersionNotFound(name, label or "latest", [e.version for e in available])
+        return Handle(entries[chosen])
 
     # -- status ----------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -204,11 +201,7 @@ class ModelRegistry:
         if not entries:
             raise ModelNotFound(name, list(self._models))
         available = self._available(name)
-        labels: dict[int, list[str]] = {}
-        if available:
-            labels[available[0].version] = list(LABEL_NEWEST)
-        if len(available) > 1:
-            labels[available[1].version] = [LABEL_PREVIOUS]
+        labels = assigned(_labelled(available))
         versions = tuple(
             entry.info(tuple(labels.get(entry.version, ())))
             for entry in sorted(entries.values(), key=lambda e: e.version, reverse=True)
@@ -220,3 +213,8 @@ class ModelRegistry:
 
     def loaded_counts(self) -> dict[str, int]:
         return {name: len(self._available(name)) for name in self.names()}
+
+
+def _labelled(entries: list[LoadedVersion]) -> list[tuple[int, tuple[str, ...]]]:
+    """(version, the labels its manifest carries) for `serve.version_labels`."""
+    return [(e.version, e.manifest.labels if e.manifest else ()) for e in entries]

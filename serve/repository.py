@@ -15,6 +15,7 @@ from pathlib import Path
 
 from serve.errors import ManifestError, ModelNotFound, VersionNotFound
 from serve.manifest import Manifest
+from serve.version_labels import pick
 
 log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.json"
@@ -86,15 +87,19 @@ def scan(root: Path) -> dict[str, list[ModelVersion]]:
     return models
 
 
-def resolve(root: Path, name: str, version: int | None = None) -> ModelVersion:
-    """The requested version of a model (the newest when `version` is None)."""
+def resolve(
+    root: Path, name: str, version: int | None = None, label: str | None = None
+) -> ModelVersion:
+    """The requested version of a model: `version`, else the one `label` names, else the newest."""
     models = scan(root)
     if name not in models:
         raise ModelNotFound(name, list(models))
-    versions = models[name]
+    versions = {v.version: v for v in models[name]}
     if version is None:
-        return versions[-1]
-    for candidate in versions:
-        if candidate.version == version:
-            return candidate
-    raise VersionNotFound(name, version, [v.version for v in versions])
+        chosen = pick(label or "latest", [(n, v.manifest.labels) for n, v in versions.items()])
+        if chosen is None:
+            raise VersionNotFound(name, label or "latest", sorted(versions))
+        return versions[chosen]
+    if version in versions:
+        return versions[version]
+    raise VersionNotFound(name, version, sorted(versions))

@@ -41,6 +41,8 @@ def _fail(message: str, code: int) -> typer.Exit:
 @command(WatchSettings)
 def watch(settings: WatchSettings) -> None:
     """Classify images as they arrive in INBOX and file them under OUT/<label>/, each once."""
+    if settings.version is not None and settings.version_label:
+        raise _fail("pass --version or --version-label, not both", EXIT_USAGE)
     setup_logging(settings.log_json)
     daemon = WatchDaemon(settings)
     daemon.install_signals()

@@ -24,7 +24,8 @@ def newer_backend(settings: WatchSettings, current: Backend) -> Backend | None:
     if s.version is not None:
         return None
     try:
-        if s.server is None and resolve(s.repository, s.model).version <= current.version:
+        newest = None if s.server else resolve(s.repository, s.model, label=s.version_label)
+        if newest is not None and newest.version <= current.version:
             return None
         fresh = open_chosen(s, newest=True)
     except (ManifestError, ModelNotFound, VersionNotFound, InvalidInput, OSError) as exc:

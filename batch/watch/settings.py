@@ -38,6 +38,9 @@ class WatchSettings:
     version: Annotated[int | None, Opt("Pin a model version (default: newest, followed live).")] = (
         None
     )
+    version_label: Annotated[
+        str | None, Opt("Follow the newest version carrying this label (e.g. fast) instead.")
+    ] = None
     repository: Annotated[Path, Opt("Model repository.")] = DEFAULT_REPOSITORY
     server: Annotated[
         str | None, Opt("HOST:PORT of a clfserve; replicas: H:P,H:P or dns:///NAME:PORT.")
