@@ -90,6 +90,8 @@ class AppendReport:
             return False
         if self.format == "csv":
             self.append(_csv_line(watch_header(self.labels)))
+        else:  # JSON lines have no header; the file still exists from the start
+            self.append("")
         return True
 
     def _repair_tail(self) -> None:
