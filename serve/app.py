@@ -192,7 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"clfserve: error: {exc}", file=sys.stderr, flush=True)
         return 2
-    asyncio.run(serve(settings, argv=list(sys.argv[1:] if argv is None else argv)))
+    try:
+        asyncio.run(serve(settings, argv=list(sys.argv[1:] if argv is None else argv)))
+    except ConfigError as exc:  # the port cannot be bound: one line, not a traceback
+        print(f"clfserve: error: {exc}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

@@ -65,8 +65,17 @@ class Security:
         return [BearerAuth(self.tokens, health=self.auth_health, on_failure=metrics.auth_failed)]
 
     def bind(self, server: grpc.aio.Server, address: str) -> tuple[int, Reloader | None]:
-        """Add the listening port, with TLS when configured; returns it and the TLS reloader."""
-        if self.tls is None:
-            return server.add_insecure_port(address), None
-        credentials, reloader = server_credentials(self.tls)
-        return server.add_secure_port(address, credentials), reloader
+        """Add the listening port, with TLS when configured; returns it and the TLS reloader.
+
+        Raises ConfigError when the address cannot be bound (taken, or not this machine's).
+        """
+        try:
+            if self.tls is None:
+                return server.add_insecure_port(address), None
+            credentials, reloader = server_credentials(self.tls)
+            return server.add_secure_port(address, credentials), reloader
+        except RuntimeError as exc:  # grpc's "Failed to bind to address ..."
+            raise ConfigError(
+                f"cannot listen on {address}: the port is taken or the host is not this "
+                "machine's (servers sharing a port all need --reuse-port)"
+            ) from exc
