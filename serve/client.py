@@ -4,6 +4,7 @@
         client.wait_ready()
         result = client.classify("mnist", [Path("digit.png"), png_bytes, pixels], top_k=3)
         result.predictions[0].label, result.version
+        vectors = client.embed("mnist", [Path("digit.png")]).vectors   # float32 [1, d]
 
 Paths and bytes are sent as encoded images (the server preprocesses them as the model's manifest
 says); arrays as tensors, raw pixels or, with `preprocessed=True`, the model input itself.
@@ -26,7 +27,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from serve.dataplane import ClassifyRequest, ImageInput, Input, TensorInput
+from serve.dataplane import ONLY_EMBEDDING, ClassifyRequest, ImageInput, Input, TensorInput
 from serve.errors import ServerUnavailable
 from serve.grpc import clf_pb2 as pb
 from serve.grpc import clf_pb2_grpc, convert
@@ -37,6 +38,7 @@ from serve.versions import ModelInfo, VersionInfo, VersionState
 __all__ = [
     "Classification",
     "Client",
+    "Embeddings",
     "ModelInfo",
     "Prediction",
     "VersionInfo",
@@ -64,6 +66,14 @@ class Classification:
     version: int  # the version that actually answered
     labels: tuple[str, ...]
     predictions: list[Prediction]
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    model: str
+    version: int  # the version that actually answered
+    vectors: np.ndarray  # float32 [inputs, dimension], in input order
+    layer: str  # the Keras layer whose output they are
 
 
 def to_input(item: ClientInput, preprocessed: bool = False) -> Input:
@@ -187,6 +197,31 @@ class Client:
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, model, version if version is not None else label) from None
         return result_from_response(response)
+
+    def embed(
+        self,
+        model: str,
+        inputs: Sequence[ClientInput],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        preprocessed: bool = False,
+    ) -> Embeddings:
+        """The penultimate layer's vector of each input (the Embed RPC). A version without the
+        `embedding` signature raises ModelNotFound naming the command that adds it."""
+        request = ClassifyRequest(
+            model, [to_input(i, preprocessed) for i in inputs], version, label, top_k=0,
+            outputs=ONLY_EMBEDDING,
+        )  # fmt: skip
+        try:
+            response = self._stub.Embed(
+                convert.embed_request_to_proto(request), timeout=self.timeout,
+                metadata=self._metadata,
+            )  # fmt: skip
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, model, version if version is not None else label) from None
+        name, number, vectors = convert.embed_result_from_proto(response)
+        return Embeddings(name, number, vectors, response.layer)
 
     def list_models(self) -> list[ModelInfo]:
         try:

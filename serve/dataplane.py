@@ -11,6 +11,8 @@ recorded here so every protocol counts alike.
     await plane.start()
     result = await plane.classify(ClassifyRequest("mnist", [ImageInput(png_bytes)]))
     result = await plane.infer("mnist", None, None, lambda manifest: to_domain(message, manifest))
+    result = await plane.classify(ClassifyRequest("mnist", inputs, outputs=ONLY_EMBEDDING))
+    result.embeddings  # float32 [n, d]: the penultimate layer (serve.embedding)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from functools import cached_property
 import numpy as np
 
 from serve.batching import Batcher
+from serve.embedding import EmbeddingNotFound, VersionBatcher
 from serve.errors import InvalidInput, ModelNotFound, VersionNotFound, status_name
 from serve.loader import Classifier, load
 from serve.manifest import Manifest
@@ -35,11 +38,15 @@ from serve.settings import Settings
 from serve.versions import ModelInfo
 
 __all__ = [
-    "ClassifyRequest", "ClassifyResult", "DataPlane", "ImageInput", "Input", "TensorBatch",
-    "TensorInput", "top_k",
+    "EMBEDDING", "ONLY_EMBEDDING", "PROBABILITIES", "ClassifyRequest", "ClassifyResult",
+    "DataPlane", "ImageInput", "Input", "TensorBatch", "TensorInput", "top_k",
 ]  # fmt: skip
 log = logging.getLogger(__name__)
 Ranking = list[list[tuple[str, float]]]
+PROBABILITIES = "probabilities"  # what a request may ask for (`ClassifyRequest.outputs`)
+EMBEDDING = "embedding"
+ONLY_PROBABILITIES = frozenset({PROBABILITIES})
+ONLY_EMBEDDING = frozenset({EMBEDDING})
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class ClassifyRequest:
     version: int | None = None
     label: str | None = None
     top_k: int = 1  # 0: the caller needs the probabilities only
+    outputs: frozenset[str] = ONLY_PROBABILITIES  # PROBABILITIES and/or EMBEDDING
 
 
 @dataclass(frozen=True)
@@ -56,10 +64,11 @@ class ClassifyResult:
     model: str
     version: int
     labels: tuple[str, ...]
-    probabilities: np.ndarray  # float32 [inputs, classes], manifest class order
+    probabilities: np.ndarray  # float32 [inputs, classes], manifest class order ([n, 0]: not asked)
     k: int = 1
     manifest: Manifest | None = None  # the answering version's (server side)
     ranked: Ranking | None = None  # as a server sent it (client side)
+    embeddings: np.ndarray | None = None  # float32 [inputs, d] when EMBEDDING was asked for
 
     @cached_property
     def top_k(self) -> Ranking:
@@ -103,8 +112,9 @@ class DataPlane:
         )  # fmt: skip
 
     def _make_batcher(self, name: str, version: int, classifier: Classifier) -> Batcher:
-        return Batcher(
-            classifier.predict,
+        return VersionBatcher(
+            classifier,
+            self.settings.repository / name / str(version),
             max_batch_size=self.settings.max_batch_size,
             timeout=self.settings.batch_timeout_ms / 1000.0,
             queue_bound=self.settings.queue_bound,
@@ -176,15 +186,17 @@ class DataPlane:
                 request = build(manifest)
                 images = self._check(request)
                 batcher = handle.batcher
+                embedding = EMBEDDING in request.outputs
+                if embedding and not (manifest.embedding and isinstance(batcher, VersionBatcher)):
+                    path = self.settings.repository / model / str(number)
+                    raise EmbeddingNotFound(model, number, path)
                 with batcher.arriving():
                     inputs = await self._prepare(
                         request.inputs, manifest.preprocessing, busy=batcher.queue_depth > 0
                     )
-                if timeout is None:
-                    probs = await batcher.predict(inputs)
-                else:
-                    async with asyncio.timeout(timeout - (time.perf_counter() - started)):
-                        probs = await batcher.predict(inputs)
+                left = None if timeout is None else timeout - (time.perf_counter() - started)
+                async with asyncio.timeout(left):
+                    probs, vectors = await self._run(batcher, inputs, request.outputs, manifest)
         except BaseException as exc:
             code = status_name(exc)
             if code == "INTERNAL":
@@ -192,7 +204,24 @@ class DataPlane:
             self._observe(model, number, code, started, images)
             raise
         self._observe(model, number, "OK", started, images)
-        return ClassifyResult(model, number, manifest.classes, probs, request.top_k, manifest)
+        return ClassifyResult(
+            model, number, manifest.classes, probs, request.top_k, manifest, embeddings=vectors
+        )
+
+    async def _run(
+        self, batcher: Batcher, inputs: np.ndarray, outputs: frozenset[str], manifest: Manifest
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, embeddings) as asked; both at once when both are asked for."""
+        if EMBEDDING not in outputs:
+            return await batcher.predict(inputs), None
+        assert isinstance(batcher, VersionBatcher)
+        if PROBABILITIES not in outputs:
+            vectors = await batcher.embed(inputs, manifest)
+            return np.zeros((len(inputs), 0), np.float32), vectors
+        probs, vectors = await asyncio.gather(
+            batcher.predict(inputs), batcher.embed(inputs, manifest)
+        )
+        return probs, vectors
 
     def _observe(
         self, model: str, version: int | None, code: str, started: float, images: int

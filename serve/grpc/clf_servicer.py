@@ -30,6 +30,14 @@ class ClassificationServicer(clf_pb2_grpc.ClassificationServiceServicer):
         return convert.classify_result_to_proto(result, request.request_id)
 
     @grpc_errors
+    async def Embed(
+        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EmbedResponse:
+        domain = convert.embed_request_from_proto(request)
+        result = await self._plane.classify(domain, timeout=context.time_remaining())
+        return convert.embed_result_to_proto(result, request.request_id)
+
+    @grpc_errors
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:

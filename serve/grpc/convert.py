@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from serve.dataplane import (
+    ONLY_EMBEDDING,
     ClassifyRequest,
     ClassifyResult,
     ImageInput,
@@ -64,11 +65,9 @@ def tensor_from_array(array: np.ndarray) -> pb.Tensor:
 
 
 # -- classify --------------------------------------------------------------------------------
-def classify_request_from_proto(message: pb.ClassifyRequest) -> ClassifyRequest:
-    spec = message.model_spec
-    choice = spec.WhichOneof("version_choice")
+def _inputs_from_proto(items: Sequence[pb.Input]) -> list[Input]:
     inputs: list[Input] = []
-    for index, item in enumerate(message.inputs):
+    for index, item in enumerate(items):
         kind = item.WhichOneof("kind")
         if kind == "image":
             inputs.append(ImageInput(item.image))
@@ -78,22 +77,42 @@ def classify_request_from_proto(message: pb.ClassifyRequest) -> ClassifyRequest:
             inputs.append(TensorInput(array_from_tensor(item.model_input, index), True))
         else:
             raise InvalidInput("input has neither image, pixels nor model_input", index)
-    return ClassifyRequest(
-        model=spec.name,
-        inputs=inputs,
-        version=spec.version if choice == "version" else None,
-        label=spec.version_label if choice == "version_label" else None,
-        top_k=message.top_k or 1,
+    return inputs
+
+
+def _choice(spec: pb.ModelSpec) -> tuple[int | None, str | None]:
+    choice = spec.WhichOneof("version_choice")
+    return (
+        spec.version if choice == "version" else None,
+        spec.version_label if choice == "version_label" else None,
     )
 
 
-def classify_request_to_proto(request: ClassifyRequest, request_id: str = "") -> pb.ClassifyRequest:
-    message = pb.ClassifyRequest(top_k=request.top_k, request_id=request_id)
-    message.model_spec.name = request.model
+def classify_request_from_proto(message: pb.ClassifyRequest) -> ClassifyRequest:
+    version, label = _choice(message.model_spec)
+    inputs = _inputs_from_proto(message.inputs)
+    return ClassifyRequest(message.model_spec.name, inputs, version, label, message.top_k or 1)
+
+
+def embed_request_from_proto(message: pb.EmbedRequest) -> ClassifyRequest:
+    version, label = _choice(message.model_spec)
+    inputs = _inputs_from_proto(message.inputs)
+    return ClassifyRequest(
+        message.model_spec.name, inputs, version, label, top_k=0, outputs=ONLY_EMBEDDING
+    )
+
+
+def _spec_to_proto(spec: pb.ModelSpec, request: ClassifyRequest) -> None:
+    spec.name = request.model
     if request.version is not None:
-        message.model_spec.version = request.version
+        spec.version = request.version
     elif request.label:
-        message.model_spec.version_label = request.label
+        spec.version_label = request.label
+
+
+def _inputs_to_proto(
+    message: pb.ClassifyRequest | pb.EmbedRequest, request: ClassifyRequest
+) -> None:
     items = request.inputs
     if isinstance(items, TensorBatch):
         items = [TensorInput(row, items.preprocessed) for row in items.array]
@@ -104,7 +123,37 @@ def classify_request_to_proto(request: ClassifyRequest, request_id: str = "") ->
             message.inputs.add(model_input=tensor_from_array(item.array))
         else:
             message.inputs.add(pixels=tensor_from_array(item.array))
+
+
+def classify_request_to_proto(request: ClassifyRequest, request_id: str = "") -> pb.ClassifyRequest:
+    message = pb.ClassifyRequest(top_k=request.top_k, request_id=request_id)
+    _spec_to_proto(message.model_spec, request)
+    _inputs_to_proto(message, request)
     return message
+
+
+def embed_request_to_proto(request: ClassifyRequest, request_id: str = "") -> pb.EmbedRequest:
+    message = pb.EmbedRequest(request_id=request_id)
+    _spec_to_proto(message.model_spec, request)
+    _inputs_to_proto(message, request)
+    return message
+
+
+def embed_result_to_proto(result: ClassifyResult, request_id: str = "") -> pb.EmbedResponse:
+    assert result.embeddings is not None
+    message = pb.EmbedResponse(request_id=request_id)
+    message.model_spec.name = result.model
+    message.model_spec.version = result.version
+    message.embeddings.CopyFrom(tensor_from_array(result.embeddings.astype(np.float32)))
+    if result.manifest is not None and result.manifest.embedding is not None:
+        message.layer = result.manifest.embedding.layer
+    return message
+
+
+def embed_result_from_proto(message: pb.EmbedResponse) -> tuple[str, int, np.ndarray]:
+    """(model, version, float32 [inputs, dimension])."""
+    vectors = array_from_tensor(message.embeddings).astype(np.float32)
+    return message.model_spec.name, int(message.model_spec.version), vectors
 
 
 def classify_result_to_proto(result: ClassifyResult, request_id: str = "") -> pb.ClassifyResponse:

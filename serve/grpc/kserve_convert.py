@@ -13,6 +13,8 @@ How our concepts appear in the v2 API:
 | probabilities              | output `probabilities` FP32 [N, classes], manifest class order  |
 | top-k labels               | Triton's classification extension: requested output parameter   |
 |                            | `classification: k` -> BYTES [N, k] "score:index:label"         |
+| embeddings                 | requested output `embedding` -> FP32 [N, d] (alone or beside    |
+|                            | `probabilities`); NOT_FOUND for a version without the signature |
 
 Tensors arrive in `contents` or in `raw_input_contents`; outputs go back the same way unless
 the request says otherwise with the bool parameter `binary_data_output` (request) or
@@ -29,7 +31,14 @@ from dataclasses import dataclass
 import numpy as np
 from inference import grpc_service_pb2 as pb  # generated; serve/grpc/__init__ puts it on the path
 
-from serve.dataplane import ClassifyRequest, ClassifyResult, ImageInput, TensorBatch
+from serve.dataplane import (
+    EMBEDDING,
+    PROBABILITIES,
+    ClassifyRequest,
+    ClassifyResult,
+    ImageInput,
+    TensorBatch,
+)
 from serve.errors import InvalidInput
 from serve.manifest import Manifest, Signature
 from serve.prepare import Inputs
@@ -46,6 +55,15 @@ class Reply:
 
     raw: bool
     top_k: int = 0  # > 0: the classification output instead of the probabilities
+    embedding: bool = False  # the `embedding` output was asked for
+    probabilities: bool = True  # the signature's output (probabilities or top-k) too
+
+    @property
+    def outputs(self) -> frozenset[str]:
+        """What the data plane must compute."""
+        return frozenset({PROBABILITIES} if self.probabilities else ()) | frozenset(
+            {EMBEDDING} if self.embedding else ()
+        )
 
 
 def encoded_input(signature: Signature) -> str:
@@ -149,11 +167,16 @@ def _flag(parameters: object, key: str) -> bool | None:
 def _reply(request: pb.ModelInferRequest, signature: Signature) -> Reply:
     raw = bool(request.raw_input_contents)
     top_k = 0
+    names = {output.name for output in request.outputs}
     for output in request.outputs:
+        if output.name == EMBEDDING:
+            asked = _flag(output.parameters, "binary_data")
+            raw = raw if asked is None else asked
+            continue
         if output.name != signature.output:
             raise InvalidInput(
                 f"unexpected inference output {output.name!r} for model "
-                f"{request.model_name!r}; it has [{signature.output!r}]"
+                f"{request.model_name!r}; it has [{signature.output!r}, {EMBEDDING!r}]"
             )
         if CLASSIFICATION in output.parameters:
             top_k = int(output.parameters[CLASSIFICATION].int64_param)
@@ -162,7 +185,9 @@ def _reply(request: pb.ModelInferRequest, signature: Signature) -> Reply:
         asked = _flag(output.parameters, "binary_data")
         raw = raw if asked is None else asked
     asked = _flag(request.parameters, "binary_data_output")
-    return Reply(raw if asked is None else asked, top_k)
+    embedding = EMBEDDING in names
+    probabilities = not names or signature.output in names
+    return Reply(raw if asked is None else asked, top_k, embedding, probabilities)
 
 
 def classify_request_from_infer(
@@ -190,7 +215,9 @@ def classify_request_from_infer(
     reply = _reply(request, signature)
     version, label = version_choice(request.model_version)
     inputs = _inputs(tensor, raw_contents[0] if raw_contents else None)
-    domain = ClassifyRequest(request.model_name, inputs, version, label, top_k=reply.top_k)
+    domain = ClassifyRequest(
+        request.model_name, inputs, version, label, top_k=reply.top_k, outputs=reply.outputs
+    )
     return domain, reply
 
 
@@ -201,8 +228,27 @@ def infer_response(
     response = pb.ModelInferResponse(
         model_name=result.model, model_version=str(result.version), id=request_id
     )
-    output = response.outputs.add(name=signature.output)
+    if reply.probabilities:
+        _probabilities(response, result, reply, signature)
+    if reply.embedding and result.embeddings is not None:
+        _fp32(response, EMBEDDING, result.embeddings, reply.raw)
+    return response
+
+
+def _fp32(response: pb.ModelInferResponse, name: str, values: np.ndarray, raw: bool) -> None:
+    array = np.ascontiguousarray(values, dtype="<f4")
+    output = response.outputs.add(name=name, datatype="FP32", shape=array.shape)
+    if raw:
+        response.raw_output_contents.append(array.tobytes())
+    else:
+        output.contents.fp32_contents.extend(array.ravel().tolist())
+
+
+def _probabilities(
+    response: pb.ModelInferResponse, result: ClassifyResult, reply: Reply, signature: Signature
+) -> None:
     if reply.top_k:
+        output = response.outputs.add(name=signature.output)
         index = {label: i for i, label in enumerate(result.labels)}
         rows = [[f"{s:f}:{index[label]}:{label}".encode() for label, s in r] for r in result.top_k]
         output.datatype = "BYTES"
@@ -212,15 +258,8 @@ def infer_response(
             response.raw_output_contents.append(join_bytes(flat))
         else:
             output.contents.bytes_contents.extend(flat)
-        return response
-    probabilities = np.ascontiguousarray(result.probabilities, dtype="<f4")
-    output.datatype = "FP32"
-    output.shape.extend(probabilities.shape)
-    if reply.raw:
-        response.raw_output_contents.append(probabilities.tobytes())
-    else:
-        output.contents.fp32_contents.extend(probabilities.ravel().tolist())
-    return response
+        return
+    _fp32(response, signature.output, result.probabilities, reply.raw)
 
 
 def metadata_response(info: ModelInfo, manifest: Manifest) -> pb.ModelMetadataResponse:
@@ -235,5 +274,12 @@ def metadata_response(info: ModelInfo, manifest: Manifest) -> pb.ModelMetadataRe
             Tensor(name=sig.input, datatype="FP32", shape=[-1, *manifest.input_shape]),
             Tensor(name=encoded_input(sig), datatype="BYTES", shape=[-1]),
         ],
-        outputs=[Tensor(name=sig.output, datatype="FP32", shape=[-1, len(manifest.classes)])],
+        outputs=[
+            Tensor(name=sig.output, datatype="FP32", shape=[-1, len(manifest.classes)]),
+            *(
+                [Tensor(name=EMBEDDING, datatype="FP32", shape=[-1, manifest.embedding.dimension])]
+                if manifest.embedding is not None
+                else []
+            ),
+        ],
     )

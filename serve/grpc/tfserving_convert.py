@@ -12,6 +12,8 @@ How our concepts appear in TF Serving's API:
 | raw pixels                   | DT_UINT8 [N, H, W, C] or [N, H, W]                            |
 | encoded images               | DT_STRING [N] (PNG/JPEG/... bytes, preprocessed by manifest)  |
 | probabilities, class order   | DT_FLOAT [N, classes] in `float_val`, manifest class order    |
+| embeddings                   | `signature_name` "embedding": input `images`, output          |
+|                              | `embedding` DT_FLOAT [N, d] (NOT_FOUND without the signature)  |
 | version states               | LOADING, AVAILABLE, UNLOADING; FAILED -> END with an error    |
 """
 
@@ -31,7 +33,14 @@ from tensorflow_serving.apis import (
     predict_pb2,
 )
 
-from serve.dataplane import ClassifyRequest, ClassifyResult, ImageInput, TensorBatch
+from serve.dataplane import (
+    EMBEDDING,
+    ONLY_EMBEDDING,
+    ClassifyRequest,
+    ClassifyResult,
+    ImageInput,
+    TensorBatch,
+)
 from serve.errors import InvalidInput, VersionNotFound
 from serve.manifest import Manifest, Signature
 from serve.prepare import Inputs
@@ -71,12 +80,14 @@ def labels_are_arguments(label: str | None) -> Iterator[None]:
         raise InvalidInput(f"Unrecognized servable version label: {label} ({exc})") from exc
 
 
-def check_signature(spec: model_pb2.ModelSpec, signature: Signature) -> None:
-    if spec.signature_name not in ("", signature.name):
+def check_signature(spec: model_pb2.ModelSpec, signature: Signature) -> bool:
+    """Whether the request names the `embedding` signature (else the serving one)."""
+    if spec.signature_name not in ("", signature.name, EMBEDDING):
         raise InvalidInput(
             f'Serving signature name: "{spec.signature_name}" not found in signature def; '
-            f'the model has "{signature.name}"'
+            f'the model has "{signature.name}" and "{EMBEDDING}"'
         )
+    return spec.signature_name == EMBEDDING
 
 
 def _shape(tensor: tensor_pb2.TensorProto) -> tuple[int, ...]:
@@ -143,21 +154,25 @@ def classify_request_from_predict(
     request: predict_pb2.PredictRequest, signature: Signature
 ) -> ClassifyRequest:
     """A PredictRequest -> the domain request; input and output names must match `signature`."""
-    check_signature(request.model_spec, signature)
+    embedding = check_signature(request.model_spec, signature)
+    output = EMBEDDING if embedding else signature.output
     sent, expected = set(request.inputs), {signature.input}
     if sent != expected:
         raise InvalidInput(
             f"input names do not match signature {signature.name!r}: sent {sorted(sent)}; "
             f"extra {sorted(sent - expected)}, missing {sorted(expected - sent)}"
         )
-    unknown = [name for name in request.output_filter if name != signature.output]
+    unknown = [name for name in request.output_filter if name != output]
     if unknown:
         raise InvalidInput(
-            f"output tensor alias not found in signature: {unknown}; "
-            f"outputs are [{signature.output!r}]"
+            f"output tensor alias not found in signature: {unknown}; outputs are [{output!r}]"
         )
     version, label = version_choice(request.model_spec)
     inputs = inputs_from_tensor(request.inputs[signature.input], signature.input)
+    if embedding:
+        return ClassifyRequest(
+            request.model_spec.name, inputs, version, label, top_k=0, outputs=ONLY_EMBEDDING
+        )
     return ClassifyRequest(request.model_spec.name, inputs, version, label, top_k=0)
 
 
@@ -174,14 +189,16 @@ def _spec(name: str, version: int, signature: str = "") -> model_pb2.ModelSpec:
 
 
 def predict_response(result: ClassifyResult, signature: Signature) -> predict_pb2.PredictResponse:
-    """Probabilities as DT_FLOAT `float_val`, as TensorFlow Serving answers."""
-    response = predict_pb2.PredictResponse(
-        model_spec=_spec(result.model, result.version, signature.name)
-    )
-    output = response.outputs[signature.output]
+    """Probabilities (or, asked of the `embedding` signature, embeddings) as DT_FLOAT
+    `float_val`, as TensorFlow Serving answers."""
+    name, output_name, values = signature.name, signature.output, result.probabilities
+    if result.embeddings is not None:
+        name, output_name, values = EMBEDDING, EMBEDDING, result.embeddings
+    response = predict_pb2.PredictResponse(model_spec=_spec(result.model, result.version, name))
+    output = response.outputs[output_name]
     output.dtype = types_pb2.DT_FLOAT
-    output.tensor_shape.CopyFrom(_tensor_shape(list(result.probabilities.shape)))
-    output.float_val.extend(result.probabilities.ravel().tolist())
+    output.tensor_shape.CopyFrom(_tensor_shape(list(values.shape)))
+    output.float_val.extend(values.ravel().tolist())
     return response
 
 
@@ -212,6 +229,18 @@ def metadata_response(
     )
     signatures = get_model_metadata_pb2.SignatureDefMap()
     signatures.signature_def[sig.name].CopyFrom(definition)
+    if manifest.embedding is not None:
+        embedding = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD)
+        embedding.inputs[sig.input].CopyFrom(definition.inputs[sig.input])
+        embedding.inputs[sig.input].name = f"{EMBEDDING}_{sig.input}:0"
+        embedding.outputs[EMBEDDING].CopyFrom(
+            meta_graph_pb2.TensorInfo(
+                name="StatefulPartitionedCall_1:0",
+                dtype=types_pb2.DT_FLOAT,
+                tensor_shape=_tensor_shape([-1, manifest.embedding.dimension]),
+            )
+        )
+        signatures.signature_def[EMBEDDING].CopyFrom(embedding)
     response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=_spec(name, version))
     response.metadata[SIGNATURE_FIELD].Pack(signatures)
     return response

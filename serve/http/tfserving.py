@@ -4,6 +4,7 @@
     GET  /v1/models/mnist[...]/metadata                             the serving signature
     POST /v1/models/mnist[...]:predict  {"instances": [{"b64": "<png>"}]}  -> {"predictions": ...}
                                         {"inputs": {"images": [[[[0.0], ...]]]}} -> {"outputs": ...}
+         ...:predict  {"signature_name": "embedding", "instances": [...]}  -> embeddings [N, d]
 
 The JSON becomes the PredictRequest (and status/metadata answers the protobuf) the gRPC service
 uses (`serve.grpc.tfserving_convert`), so names, shapes and error messages are the same: numbers
@@ -100,12 +101,12 @@ async def predict(request: web.Request) -> web.Response:
         for key, value in columns.items():
             message.inputs[key].CopyFrom(tensor(value, key))
         domain = convert.classify_request_from_predict(message, sig)
-        return ClassifyRequest(name, domain.inputs, version, label, top_k=0)
+        return ClassifyRequest(name, domain.inputs, version, label, 0, domain.outputs)
 
     with convert.labels_are_arguments(label):
         result = await plane(request).infer(name, version, label, build)
-    probabilities = result.probabilities.tolist()
-    return web.json_response({"predictions" if rows[0] else "outputs": probabilities})
+    values = result.probabilities if result.embeddings is None else result.embeddings
+    return web.json_response({"predictions" if rows[0] else "outputs": values.tolist()})
 
 
 def _json(message: Any) -> web.Response:

@@ -85,7 +85,10 @@ def test_v2_health_and_metadata(triton_client: triton.InferenceServerClient) -> 
         {"name": "images", "datatype": "FP32", "shape": [-1, 32, 32, 3]},
         {"name": "images_bytes", "datatype": "BYTES", "shape": [-1]},
     ]
-    assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}]
+    assert meta["outputs"] == [
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]},
+        {"name": "embedding", "datatype": "FP32", "shape": [-1, 8]},  # the tiny net's pooling
+    ]
     assert triton_client.get_model_metadata("gray", "1")["name"] == "gray"
     assert triton_client.is_model_ready("gray") and triton_client.is_model_ready("gray", "1")
     assert not triton_client.is_model_ready("gray", "7")

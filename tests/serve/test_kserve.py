@@ -73,7 +73,10 @@ def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
         {"name": "images", "datatype": "FP32", "shape": ["-1", "32", "32", "3"]},
         {"name": "images_bytes", "datatype": "BYTES", "shape": ["-1"]},
     ]
-    assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": ["-1", "3"]}]
+    assert meta["outputs"] == [
+        {"name": "probabilities", "datatype": "FP32", "shape": ["-1", "3"]},
+        {"name": "embedding", "datatype": "FP32", "shape": ["-1", "8"]},  # the tiny net's pooling
+    ]
 
 
 @pytest.mark.parametrize(("model", "make", "classes"), CASES)

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x63lf/v1/clf.proto\x12\x06\x63lf.v1\"W\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\x03 \x01(\tH\x00\x42\x10\n\x0eversion_choice\"F\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x1f\n\x05\x64type\x18\x02 \x01(\x0e\x32\x10.clf.v1.DataType\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"i\n\x05Input\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12 \n\x06pixels\x18\x02 \x01(\x0b\x32\x0e.clf.v1.TensorH\x00\x12%\n\x0bmodel_input\x18\x03 \x01(\x0b\x32\x0e.clf.v1.TensorH\x00\x42\x06\n\x04kind\"z\n\x0f\x43lassifyRequest\x12%\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x11.clf.v1.ModelSpec\x12\x1d\n\x06inputs\x18\x02 \x03(\x0b\x32\r.clf.v1.Input\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"+\n\x0bScoredLabel\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"K\n\x0e\x43lassification\x12\x15\n\rprobabilities\x18\x01 \x03(\x02\x12\"\n\x05top_k\x18\x02 \x03(\x0b\x32\x13.clf.v1.ScoredLabel\"\x86\x01\n\x10\x43lassifyResponse\x12%\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x11.clf.v1.ModelSpec\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.clf.v1.Classification\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x86\x01\n\x16\x43lassifyStreamResponse\x12,\n\x08response\x18\x01 \x01(\x0b\x32\x18.clf.v1.ClassifyResponseH\x00\x12\x1f\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x0e.clf.v1.StatusH\x00\x12\x12\n\nrequest_id\x18\x03 \x01(\tB\t\n\x07outcome\"\x13\n\x11ListModelsRequest\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.clf.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x88\x01\n\rPreprocessing\x12\x12\n\ncolor_mode\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06resize\x18\x04 \x01(\t\x12\x15\n\rinterpolation\x18\x05 \x01(\t\x12\r\n\x05scale\x18\x06 \x01(\x02\x12\x0e\n\x06offset\x18\x07 \x01(\x02\";\n\tInputSpec\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x1f\n\x05\x64type\x18\x02 \x01(\x0e\x32\x10.clf.v1.DataType\"\x88\x02\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.clf.v1.VersionState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\x0f\n\x07\x63lasses\x18\x05 \x03(\t\x12 \n\x05input\x18\x06 \x01(\x0b\x32\x11.clf.v1.InputSpec\x12,\n\rpreprocessing\x18\x07 \x01(\x0b\x32\x15.clf.v1.Preprocessing\x12\x14\n\x0c\x61rchitecture\x18\x08 \x01(\t\x12\x1a\n\rtest_accuracy\x18\t \x01(\x01H\x00\x88\x01\x01\x42\x10\n\x0e_test_accuracy\"Y\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x02 \x01(\x03\x12%\n\x08versions\x18\x03 \x03(\x0b\x32\x13.clf.v1.VersionInfo*Q\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x01\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x02*\x9c\x01\n\x0cVersionState\x12\x1d\n\x19VERSION_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15VERSION_STATE_LOADING\x10\x01\x12\x1b\n\x17VERSION_STATE_AVAILABLE\x10\x02\x12\x1b\n\x17VERSION_STATE_UNLOADING\x10\x03\x12\x18\n\x14VERSION_STATE_FAILED\x10\x04\x32\xa2\x02\n\x15\x43lassificationService\x12=\n\x08\x43lassify\x12\x17.clf.v1.ClassifyRequest\x1a\x18.clf.v1.ClassifyResponse\x12M\n\x0e\x43lassifyStream\x12\x17.clf.v1.ClassifyRequest\x1a\x1e.clf.v1.ClassifyStreamResponse(\x01\x30\x01\x12\x43\n\nListModels\x12\x19.clf.v1.ListModelsRequest\x1a\x1a.clf.v1.ListModelsResponse\x12\x36\n\x08GetModel\x12\x17.clf.v1.GetModelRequest\x1a\x11.clf.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x63lf/v1/clf.proto\x12\x06\x63lf.v1\"W\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\x03 \x01(\tH\x00\x42\x10\n\x0eversion_choice\"F\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x1f\n\x05\x64type\x18\x02 \x01(\x0e\x32\x10.clf.v1.DataType\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"i\n\x05Input\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12 \n\x06pixels\x18\x02 \x01(\x0b\x32\x0e.clf.v1.TensorH\x00\x12%\n\x0bmodel_input\x18\x03 \x01(\x0b\x32\x0e.clf.v1.TensorH\x00\x42\x06\n\x04kind\"z\n\x0f\x43lassifyRequest\x12%\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x11.clf.v1.ModelSpec\x12\x1d\n\x06inputs\x18\x02 \x03(\x0b\x32\r.clf.v1.Input\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"+\n\x0bScoredLabel\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"K\n\x0e\x43lassification\x12\x15\n\rprobabilities\x18\x01 \x03(\x02\x12\"\n\x05top_k\x18\x02 \x03(\x0b\x32\x13.clf.v1.ScoredLabel\"\x86\x01\n\x10\x43lassifyResponse\x12%\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x11.clf.v1.ModelSpec\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.clf.v1.Classification\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"h\n\x0c\x45mbedRequest\x12%\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x11.clf.v1.ModelSpec\x12\x1d\n\x06inputs\x18\x02 \x03(\x0b\x32\r.clf.v1.Input\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"}\n\rEmbedResponse\x12%\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x11.clf.v1.ModelSpec\x12\"\n\nembeddings\x18\x02 \x01(\x0b\x32\x0e.clf.v1.Tensor\x12\r\n\x05layer\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x86\x01\n\x16\x43lassifyStreamResponse\x12,\n\x08response\x18\x01 \x01(\x0b\x32\x18.clf.v1.ClassifyResponseH\x00\x12\x1f\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x0e.clf.v1.StatusH\x00\x12\x12\n\nrequest_id\x18\x03 \x01(\tB\t\n\x07outcome\"\x13\n\x11ListModelsRequest\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.clf.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x88\x01\n\rPreprocessing\x12\x12\n\ncolor_mode\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06resize\x18\x04 \x01(\t\x12\x15\n\rinterpolation\x18\x05 \x01(\t\x12\r\n\x05scale\x18\x06 \x01(\x02\x12\x0e\n\x06offset\x18\x07 \x01(\x02\";\n\tInputSpec\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x1f\n\x05\x64type\x18\x02 \x01(\x0e\x32\x10.clf.v1.DataType\"\x88\x02\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.clf.v1.VersionState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\x0f\n\x07\x63lasses\x18\x05 \x03(\t\x12 \n\x05input\x18\x06 \x01(\x0b\x32\x11.clf.v1.InputSpec\x12,\n\rpreprocessing\x18\x07 \x01(\x0b\x32\x15.clf.v1.Preprocessing\x12\x14\n\x0c\x61rchitecture\x18\x08 \x01(\t\x12\x1a\n\rtest_accuracy\x18\t \x01(\x01H\x00\x88\x01\x01\x42\x10\n\x0e_test_accuracy\"Y\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x02 \x01(\x03\x12%\n\x08versions\x18\x03 \x03(\x0b\x32\x13.clf.v1.VersionInfo*Q\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x01\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x02*\x9c\x01\n\x0cVersionState\x12\x1d\n\x19VERSION_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15VERSION_STATE_LOADING\x10\x01\x12\x1b\n\x17VERSION_STATE_AVAILABLE\x10\x02\x12\x1b\n\x17VERSION_STATE_UNLOADING\x10\x03\x12\x18\n\x14VERSION_STATE_FAILED\x10\x04\x32\xd8\x02\n\x15\x43lassificationService\x12=\n\x08\x43lassify\x12\x17.clf.v1.ClassifyRequest\x1a\x18.clf.v1.ClassifyResponse\x12M\n\x0e\x43lassifyStream\x12\x17.clf.v1.ClassifyRequest\x1a\x1e.clf.v1.ClassifyStreamResponse(\x01\x30\x01\x12\x34\n\x05\x45mbed\x12\x14.clf.v1.EmbedRequest\x1a\x15.clf.v1.EmbedResponse\x12\x43\n\nListModels\x12\x19.clf.v1.ListModelsRequest\x1a\x1a.clf.v1.ListModelsResponse\x12\x36\n\x08GetModel\x12\x17.clf.v1.GetModelRequest\x1a\x11.clf.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'clf.v1.clf_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DATATYPE']._serialized_start=1526
-  _globals['_DATATYPE']._serialized_end=1607
-  _globals['_VERSIONSTATE']._serialized_start=1610
-  _globals['_VERSIONSTATE']._serialized_end=1766
+  _globals['_DATATYPE']._serialized_start=1759
+  _globals['_DATATYPE']._serialized_end=1840
+  _globals['_VERSIONSTATE']._serialized_start=1843
+  _globals['_VERSIONSTATE']._serialized_end=1999
   _globals['_MODELSPEC']._serialized_start=28
   _globals['_MODELSPEC']._serialized_end=115
   _globals['_TENSOR']._serialized_start=117
@@ -49,24 +49,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLASSIFICATION']._serialized_end=540
   _globals['_CLASSIFYRESPONSE']._serialized_start=543
   _globals['_CLASSIFYRESPONSE']._serialized_end=677
-  _globals['_STATUS']._serialized_start=679
-  _globals['_STATUS']._serialized_end=718
-  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_start=721
-  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_end=855
-  _globals['_LISTMODELSREQUEST']._serialized_start=857
-  _globals['_LISTMODELSREQUEST']._serialized_end=876
-  _globals['_LISTMODELSRESPONSE']._serialized_start=878
-  _globals['_LISTMODELSRESPONSE']._serialized_end=933
-  _globals['_GETMODELREQUEST']._serialized_start=935
-  _globals['_GETMODELREQUEST']._serialized_end=966
-  _globals['_PREPROCESSING']._serialized_start=969
-  _globals['_PREPROCESSING']._serialized_end=1105
-  _globals['_INPUTSPEC']._serialized_start=1107
-  _globals['_INPUTSPEC']._serialized_end=1166
-  _globals['_VERSIONINFO']._serialized_start=1169
-  _globals['_VERSIONINFO']._serialized_end=1433
-  _globals['_MODELINFO']._serialized_start=1435
-  _globals['_MODELINFO']._serialized_end=1524
-  _globals['_CLASSIFICATIONSERVICE']._serialized_start=1769
-  _globals['_CLASSIFICATIONSERVICE']._serialized_end=2059
+  _globals['_EMBEDREQUEST']._serialized_start=679
+  _globals['_EMBEDREQUEST']._serialized_end=783
+  _globals['_EMBEDRESPONSE']._serialized_start=785
+  _globals['_EMBEDRESPONSE']._serialized_end=910
+  _globals['_STATUS']._serialized_start=912
+  _globals['_STATUS']._serialized_end=951
+  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_start=954
+  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_end=1088
+  _globals['_LISTMODELSREQUEST']._serialized_start=1090
+  _globals['_LISTMODELSREQUEST']._serialized_end=1109
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1111
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1166
+  _globals['_GETMODELREQUEST']._serialized_start=1168
+  _globals['_GETMODELREQUEST']._serialized_end=1199
+  _globals['_PREPROCESSING']._serialized_start=1202
+  _globals['_PREPROCESSING']._serialized_end=1338
+  _globals['_INPUTSPEC']._serialized_start=1340
+  _globals['_INPUTSPEC']._serialized_end=1399
+  _globals['_VERSIONINFO']._serialized_start=1402
+  _globals['_VERSIONINFO']._serialized_end=1666
+  _globals['_MODELINFO']._serialized_start=1668
+  _globals['_MODELINFO']._serialized_end=1757
+  _globals['_CLASSIFICATIONSERVICE']._serialized_start=2002
+  _globals['_CLASSIFICATIONSERVICE']._serialized_end=2346
 # @@protoc_insertion_point(module_scope)

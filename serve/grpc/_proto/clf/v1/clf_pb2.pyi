@@ -274,6 +274,69 @@ class ClassifyResponse(_message.Message):
 Global___ClassifyResponse: _TypeAlias = ClassifyResponse  # noqa: Y015
 
 @_typing.final
+class EmbedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_SPEC_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Echoed back."""
+    @_builtins.property
+    def model_spec(self) -> Global___ModelSpec: ...
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Input]: ...
+    def __init__(
+        self,
+        *,
+        model_spec: Global___ModelSpec | None = ...,
+        inputs: _abc.Iterable[Global___Input] | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model_spec", b"model_spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "model_spec", b"model_spec", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbedRequest: _TypeAlias = EmbedRequest  # noqa: Y015
+
+@_typing.final
+class EmbedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_SPEC_FIELD_NUMBER: _builtins.int
+    EMBEDDINGS_FIELD_NUMBER: _builtins.int
+    LAYER_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    layer: _builtins.str
+    """The Keras layer whose output the vectors are."""
+    request_id: _builtins.str
+    @_builtins.property
+    def model_spec(self) -> Global___ModelSpec:
+        """The model and the version that actually answered."""
+
+    @_builtins.property
+    def embeddings(self) -> Global___Tensor:
+        """DATA_TYPE_FLOAT32 [inputs, dimension]: one row per input, in request order."""
+
+    def __init__(
+        self,
+        *,
+        model_spec: Global___ModelSpec | None = ...,
+        embeddings: Global___Tensor | None = ...,
+        layer: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["embeddings", b"embeddings", "model_spec", b"model_spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embeddings", b"embeddings", "layer", b"layer", "model_spec", b"model_spec", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbedResponse: _TypeAlias = EmbedResponse  # noqa: Y015
+
+@_typing.final
 class Status(_message.Message):
     """A gRPC status carried inside a stream (the google.rpc.Status layout, without details)."""
 

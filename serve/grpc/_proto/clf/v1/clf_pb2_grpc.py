@@ -45,6 +45,11 @@ class ClassificationServiceStub:
                 request_serializer=clf_dot_v1_dot_clf__pb2.ClassifyRequest.SerializeToString,
                 response_deserializer=clf_dot_v1_dot_clf__pb2.ClassifyStreamResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/clf.v1.ClassificationService/Embed',
+                request_serializer=clf_dot_v1_dot_clf__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=clf_dot_v1_dot_clf__pb2.EmbedResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/clf.v1.ClassificationService/ListModels',
                 request_serializer=clf_dot_v1_dot_clf__pb2.ListModelsRequest.SerializeToString,
@@ -76,6 +81,15 @@ class ClassificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """The penultimate layer's vector of each input (the input of the final Dense layer), for
+        similarity search and clustering. NOT_FOUND for a version exported without the
+        `embedding` signature (`python scripts/convert.py trained/<name>/<version>` adds it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """Every model and its versions.
         """
@@ -102,6 +116,11 @@ def add_ClassificationServiceServicer_to_server(servicer, server):
                     servicer.ClassifyStream,
                     request_deserializer=clf_dot_v1_dot_clf__pb2.ClassifyRequest.FromString,
                     response_serializer=clf_dot_v1_dot_clf__pb2.ClassifyStreamResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=clf_dot_v1_dot_clf__pb2.EmbedRequest.FromString,
+                    response_serializer=clf_dot_v1_dot_clf__pb2.EmbedResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -169,6 +188,33 @@ class ClassificationService:
             '/clf.v1.ClassificationService/ClassifyStream',
             clf_dot_v1_dot_clf__pb2.ClassifyRequest.SerializeToString,
             clf_dot_v1_dot_clf__pb2.ClassifyStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clf.v1.ClassificationService/Embed',
+            clf_dot_v1_dot_clf__pb2.EmbedRequest.SerializeToString,
+            clf_dot_v1_dot_clf__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,
