@@ -4,6 +4,7 @@
     clfbatch run ./images --model cifar10 --server 127.0.0.1:8500
     clfbatch models
     clfbatch report images-cifar10.csv                 # recompute the metrics of a report
+    clfbatch features cat.png --model cifar10          # feature maps, a grid PNG per conv layer
     clfbatch watch ./inbox --model cifar10 --out ./labelled   # auto-label arrivals, each once
 
 Exit codes are listed in `batch.errors`; an interrupted run leaves only `<report>.partial`.
@@ -22,6 +23,7 @@ import typer
 from batch.backend_choice import open_chosen
 from batch.backends import DEFAULT_REPOSITORY, Backend
 from batch.errors import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, EXIT_SERVER, EXIT_USAGE, BatchError
+from batch.features import FeatureSettings
 from batch.options import command
 from batch.ray_engine import RayEngine
 from batch.report import read_report, report_labels
@@ -65,6 +67,8 @@ def run(settings: RunSettings) -> None:
         raise _fail(f"{report} exists; pass --force to overwrite it or --out for another name")
     if s.version is not None and s.version_label:
         raise _fail("pass --version or --version-label, not both")
+    if s.embeddings is not None and s.engine == Engine.ray:
+        raise _fail("--embeddings works with --engine local only")
     if s.labels not in ("auto", "none") and not Path(s.labels).is_file():
         raise _fail(f"labels file {s.labels} does not exist (use auto, none or a CSV file)")
     if not report.parent.is_dir():
@@ -110,6 +114,8 @@ def run(settings: RunSettings) -> None:
         print(f"report: {result.report}")
         for path in result.summary_files:
             print(f"summary: {path}")
+        for path in result.embedding_files:
+            print(f"embeddings: {path}")
         print(f"{s.model} v{backend.version}: {result.summary_line()}")
     if s.gallery:
         _gallery(result.report, s.folder, s.gallery_size, s.quiet)
@@ -175,6 +181,20 @@ def report(
             print(f"{tally.files} rows, {tally.errors} errors, {metrics.total} labelled")
     if gallery:
         _gallery(path, images, gallery_size, quiet)
+
+
+@app.command()
+@command(FeatureSettings)
+def features(settings: FeatureSettings) -> None:
+    """Draw the feature maps of each convolutional layer for one IMAGE: a grid PNG per layer."""
+    from batch.features import draw_features  # imports TensorFlow and Keras
+
+    try:
+        paths = draw_features(settings)
+    except BatchError as exc:
+        raise _fail(str(exc), exc.code) from None
+    for path in paths:
+        print(f"features: {path}")
 
 
 app.command("watch")(watch)

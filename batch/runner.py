@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 from batch.backends import DEFAULT_REPOSITORY, Backend, Runtime, ServerAccess
+from batch.embeddings import recording
 from batch.errors import BatchError
 from batch.labels import label_source
 from batch.options import Arg, Opt
@@ -76,6 +77,10 @@ class RunSettings:
         bool, Opt("Also draw <report>.gallery.png/.html: mistakes, then least confident.")
     ] = False
     gallery_size: Annotated[int, Opt("Images in the gallery.", min=1)] = 48
+    embeddings: Annotated[
+        Path | None,
+        Opt("Also write FILE.npy: one float32 vector per classified file (+ FILE.json: order)."),
+    ] = None
     engine: Annotated[
         Engine, Opt("local, or ray: a pool of Ray actors (the ray extra, docs/batch.md).")
     ] = Engine.local
@@ -106,6 +111,7 @@ class RunResult:
     skipped: int
     elapsed: float
     summary_files: list[Path] = field(default_factory=list)
+    embedding_files: list[Path] = field(default_factory=list)  # --embeddings: .npy and .json
 
     @property
     def rate(self) -> float:
@@ -164,12 +170,17 @@ def run_folder(
     truth = label_source(options.labels, backend.labels, warn)
     tally = Tally(backend.labels)
     started = time.monotonic()
+    embedded: list[Path] = []
     with (
+        recording(
+            options.embeddings, backend, repository=options.repository, server=options.server,
+            access=options.access, force=options.force,
+        ) as recorder,
         ReportWriter(report, backend.labels, options.report_format) as writer,
         make_progress(counts.images, quiet=options.quiet) as progress,
-    ):
+    ):  # fmt: skip
         rows = classify_files(
-            backend,
+            recorder or backend,
             _files(options, truth),
             batch_size=options.batch_size,
             top_k=options.top_k,
@@ -181,12 +192,16 @@ def run_folder(
             tally.add(row)
             done += 1
             errors += row.error is not None
+            if recorder is not None and row.error is None:
+                recorder.add_path(row.path)
             if done >= _PROGRESS_STEP:
                 progress.advance(done, errors)
                 done = errors = 0
         progress.advance(done, errors)
         writer.commit()
+        embedded = recorder.commit() if recorder is not None else []
     result = RunResult(report, tally, counts.skipped, time.monotonic() - started)
+    result.embedding_files = embedded
     finish_run(result, backend.model, backend.version, warn=warn)
     return result
 

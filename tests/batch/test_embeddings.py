@@ -1,0 +1,106 @@
+"""`clfbatch run --embeddings`: one vector per classified file, in the report's row order, equal
+to the penultimate layer computed here in Keras, in-process and through a clfserve subprocess."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from serve.manifest import Manifest
+from serve.preprocess import preprocess_bytes
+from tests.batch.conftest import run_cli
+from tests.batch.test_remote import start_clfserve
+from tests.serve.test_embedding import strip_embedding
+
+
+def _expected(version: Path, folder: Path, paths: list[str]) -> np.ndarray:
+    manifest = Manifest.read(version / "manifest.json")
+    model = keras.models.model_from_json((version / "model.json").read_text())
+    model.set_weights([w.numpy() for w in tf.saved_model.load(str(version)).weights])
+    features = keras.Model(model.inputs[0], model.layers[-1].input)
+    images = [preprocess_bytes((folder / p).read_bytes(), manifest.preprocessing) for p in paths]
+    return np.asarray(features(np.stack(images), training=False))
+
+
+def _classified(report: Path) -> list[str]:
+    with report.open(newline="") as handle:
+        return [row["path"] for row in csv.DictReader(handle) if not row["error"]]
+
+
+def _check(out: Path, report: Path, version: Path, folder: Path) -> None:
+    vectors = np.load(out)
+    order = json.loads(out.with_suffix(".json").read_text())
+    paths = _classified(report)
+    assert order["paths"] == paths and len(paths) == 20  # 20 images; the corrupt one has no row
+    assert (order["model"], order["version"]) == ("rgb", 1)
+    assert vectors.dtype == np.float32 and vectors.shape == (20, order["dimension"])
+    np.testing.assert_allclose(vectors, _expected(version, folder, paths), atol=1e-5)
+
+
+@pytest.fixture
+def folder(rgb_folder: tuple[Path, dict[str, str]]) -> Path:
+    root, _ = rgb_folder
+    (root / "blue" / "broken.png").write_bytes(b"\x89PNG not an image")  # an error row
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("embedding-repository")
+    shutil.copytree(model_repository / "rgb", root / "rgb")
+    shutil.copytree(model_repository / "rgb", root / "old")
+    data = json.loads((root / "old" / "1" / "manifest.json").read_text())
+    (root / "old" / "1" / "manifest.json").write_text(json.dumps({**data, "task": "old"}))
+    strip_embedding(root / "old" / "1")
+    process, target = start_clfserve(root, tmp_path_factory.mktemp("serve") / "port")
+    try:
+        yield target
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_local_run_writes_rows_in_report_order(
+    model_repository: Path, folder: Path, tmp_path: Path
+) -> None:
+    out, report = tmp_path / "vectors.npy", tmp_path / "report.csv"
+    done = run_cli(
+        "run", folder, "--model", "rgb", "--repository", model_repository, "--out", report,
+        "--embeddings", out, "--batch-size", "4", "--labels", "none", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"embeddings: {out}" in done.stdout
+    _check(out, report, model_repository / "rgb" / "1", folder)
+
+
+def test_server_run_gives_the_same_file(
+    server: str, model_repository: Path, folder: Path, tmp_path: Path
+) -> None:
+    out, report = tmp_path / "served.npy", tmp_path / "served.csv"
+    done = run_cli(
+        "run", folder, "--model", "rgb", "--server", server, "--out", report,
+        "--embeddings", out, "--batch-size", "8", "--labels", "none", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    _check(out, report, model_repository / "rgb" / "1", folder)
+
+
+def test_a_version_without_the_signature_names_the_conversion(
+    server: str, folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "none.npy"
+    done = run_cli(
+        "run", folder, "--model", "old", "--server", server, "--out", tmp_path / "r.csv",
+        "--embeddings", out, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "scripts/convert.py" in done.stderr and "embedding" in done.stderr
+    assert not out.exists() and not (tmp_path / "r.csv").exists()
