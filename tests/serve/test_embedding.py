@@ -19,7 +19,11 @@ import tensorflow as tf
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 from tritonclient.utils import InferenceServerException
 
 from serve.client import Client
@@ -161,9 +165,16 @@ def test_tfserving_grpc_and_rest(
     with grpc.insecure_channel(server.target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         response = stub.Predict(request, timeout=60)
+        asked = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        asked.model_spec.name = name
+        meta = stub.GetModelMetadata(asked, timeout=60)
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    assert meta.metadata["signature_def"].Unpack(signatures)
+    listed = signatures.signature_def["embedding"].outputs["embedding"].tensor_shape.dim
     output = response.outputs["embedding"]
     assert output.dtype == types_pb2.DT_FLOAT and response.model_spec.signature_name == "embedding"
     want = expected(repository, name, images)
+    assert [d.size for d in listed] == [-1, want.shape[1]]
     np.testing.assert_allclose(tf.make_ndarray(output), want, atol=1e-5)
     body = {
         "signature_name": "embedding",
