@@ -95,6 +95,7 @@ def test_clfbatch_passes_its_runtime_to_the_local_model(
 ) -> None:
     from typer.testing import CliRunner
 
+    import batch.backend_choice
     import batch.cli
     from serve.errors import ModelNotFound
 
@@ -104,7 +105,7 @@ def test_clfbatch_passes_its_runtime_to_the_local_model(
         seen.append(options["runtime"])
         raise ModelNotFound(model, [])
 
-    monkeypatch.setattr(batch.cli, "open_backend", refuse)
+    monkeypatch.setattr(batch.backend_choice, "open_backend", refuse)
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "x.png").write_bytes(b"")
     base = ["run", str(tmp_path / "images"), "--model", "tiny", "--out", str(tmp_path / "r.csv")]
