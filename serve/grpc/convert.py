@@ -203,6 +203,7 @@ def _version_to_proto(info: VersionInfo) -> pb.VersionInfo:
                 interpolation=pre.interpolation,
                 scale=pre.scale,
                 offset=pre.offset,
+                filters=pre.filters,
             )
         )
     return message
@@ -227,6 +228,7 @@ def _version_from_proto(message: pb.VersionInfo) -> VersionInfo:
             interpolation=p.interpolation,  # type: ignore[arg-type]
             scale=p.scale,
             offset=p.offset,
+            filters=tuple(p.filters),
         )
     return VersionInfo(
         version=message.version,

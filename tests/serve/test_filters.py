@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from batch.backends import open_backend
 from serve.client import Client
 from serve.filters import FILTER_FUNCTIONS, apply_filters
 from serve.loader import load
@@ -182,3 +183,10 @@ def test_a_server_with_a_filtered_manifest_answers_with_filtered_inputs(
             result = client.classify("gray", inputs)
             got = np.stack([p.probabilities for p in result.predictions])
             np.testing.assert_allclose(got, expected, atol=1e-5)
+        # clients that preprocess on their side (clfbatch --server) learn the filters from GetModel
+        assert client.get_model("gray").versions[0].preprocessing.filters == ("sharpen",)
+    remote = open_backend("gray", server=server.target)
+    try:
+        assert remote.preprocessing.filters == ("sharpen",)
+    finally:
+        remote.close()

@@ -454,6 +454,7 @@ class Preprocessing(_message.Message):
     INTERPOLATION_FIELD_NUMBER: _builtins.int
     SCALE_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
+    FILTERS_FIELD_NUMBER: _builtins.int
     color_mode: _builtins.str
     height: _builtins.int
     width: _builtins.int
@@ -461,6 +462,10 @@ class Preprocessing(_message.Message):
     interpolation: _builtins.str
     scale: _builtins.float
     offset: _builtins.float
+    @_builtins.property
+    def filters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Image filters run in this order after resizing and before scaling ("sharpen", "blur", ...)."""
+
     def __init__(
         self,
         *,
@@ -471,10 +476,11 @@ class Preprocessing(_message.Message):
         interpolation: _builtins.str = ...,
         scale: _builtins.float = ...,
         offset: _builtins.float = ...,
+        filters: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["color_mode", b"color_mode", "height", b"height", "interpolation", b"interpolation", "offset", b"offset", "resize", b"resize", "scale", b"scale", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["color_mode", b"color_mode", "filters", b"filters", "height", b"height", "interpolation", b"interpolation", "offset", b"offset", "resize", b"resize", "scale", b"scale", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
