@@ -82,7 +82,7 @@ def test_labelled_folder_report_and_metrics_equal_independent_values(
     assert summary["report_text"] == expected_report
     for label in RGB_CLASSES:
         assert summary["per_class"][label]["support"] == y_true.count(label)
-    matrix = list(csv.reader((tmp_path / "images-rgb.confusion.csv").open()))
+    matrix = list(csv.reader((tmp_path / "images-rgb.confusion.csv").read_text().splitlines()))
     assert [[int(c) for c in r[1:]] for r in matrix[1:]] == expected_matrix
     assert expected_report in (tmp_path / "images-rgb.summary.txt").read_text()
     with Image.open(tmp_path / "images-rgb.confusion.png") as picture:

@@ -80,6 +80,7 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             head.kill()
             head.wait()
+        head.stdout.close()
 
 
 @pytest.fixture(scope="module")

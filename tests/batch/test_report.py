@@ -97,7 +97,7 @@ def test_tally_and_summary_files_match_sklearn(tmp_path: Path) -> None:
     assert document["model"] == "m"
     assert document["accuracy"] == pytest.approx(float(np.mean(y_true == y_pred)))
     assert document["confusion_matrix"] == confusion_matrix(y_true, y_pred).tolist()
-    rows = list(csv.reader(matrix.open()))
+    rows = list(csv.reader(matrix.read_text().splitlines()))
     assert rows[0] == ["true\\predicted", *LABELS]
     assert [[int(c) for c in r[1:]] for r in rows[1:]] == confusion_matrix(y_true, y_pred).tolist()
     with Image.open(picture) as image:
