@@ -1,0 +1,82 @@
+"""LiteRT classifier edge paths: models that do not fit the manifest are refused at load, bad
+batches are refused, interpreters per batch size are bounded, the thread count is chosen; and
+the JSON log line of an exception. (Models as in test_runtime: tiny, random, built here.)"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serve import litert
+from serve.artefacts import LITERT_FILE
+from serve.litert import LiteRTClassifier, default_threads
+from serve.loader import load
+from serve.logs import JsonFormatter
+from tests.serve.test_runtime import CLASSES, make_version
+
+Tiny = tuple[bytes, np.ndarray, np.ndarray]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    """The flatbuffer, a batch of 3 model inputs, and TensorFlow's answers for it."""
+    version = make_version(tmp_path_factory.mktemp("repo"), artefact=True)
+    batch = np.random.default_rng(0).random((3, 12, 12, 1), dtype=np.float32)
+    expected = load(version, "tensorflow").predict(batch)
+    return (version.path / LITERT_FILE).read_bytes(), batch, expected
+
+
+def test_a_model_that_does_not_fit_the_manifest_is_refused(tiny: Tiny) -> None:
+    model, _, _ = tiny
+    with pytest.raises(ValueError, match="outputs, not 2"):
+        LiteRTClassifier(model, ("a", "b"), (12, 12, 1))
+    with pytest.raises(ValueError, match="is not \\[N, \\*\\(28, 28, 1\\)\\]"):
+        LiteRTClassifier(model, CLASSES, (28, 28, 1))
+
+
+def test_bad_batches_are_refused_and_an_empty_one_answered(tiny: Tiny) -> None:
+    model, batch, _ = tiny
+    classifier = LiteRTClassifier(model, CLASSES, (12, 12, 1), threads=1)
+    with pytest.raises(
+        ValueError, match="expected \\[N, \\*\\(12, 12, 1\\)\\], got \\[3, 12, 12\\]"
+    ):
+        classifier.predict(batch[..., 0])
+    empty = classifier.predict(np.zeros((0, 12, 12, 1), np.float32))
+    assert empty.shape == (0, len(CLASSES)) and empty.dtype == np.float32
+
+
+def test_interpreters_per_size_are_bounded_and_answers_stay_right(tiny: Tiny) -> None:
+    model, batch, expected = tiny
+    classifier = LiteRTClassifier(model, CLASSES, (12, 12, 1), threads=1, max_interpreters=1)
+    for size in (1, 3, 2, 1, 3):  # each new size evicts the one before
+        np.testing.assert_allclose(classifier.predict(batch[:size]), expected[:size], atol=1e-5)
+        assert list(classifier._slots) == [size]
+
+
+def test_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(litert.THREADS_ENV, "3")
+    assert default_threads(1) == 3 and default_threads(None) == 3
+    monkeypatch.delenv(litert.THREADS_ENV)
+    assert default_threads(litert.SINGLE_THREAD_BATCH) == 1
+    assert default_threads(litert.SINGLE_THREAD_BATCH + 1) == max(1, os.cpu_count() or 1)
+
+
+def test_json_log_line_of_an_exception() -> None:
+    try:
+        raise ValueError("broken model")
+    except ValueError:
+        record = logging.LogRecord("serve", logging.ERROR, __file__, 1, "load %s", ("x",), None)
+        record.exc_info = sys.exc_info()
+    line = json.loads(JsonFormatter().format(record))
+    assert line["level"] == "error" and line["message"] == "load x"
+    assert (
+        line["exception"].startswith("Traceback")
+        and "ValueError: broken model" in line["exception"]
+    )
+    assert Path(__file__).name in line["exception"]
