@@ -68,6 +68,8 @@ def command(settings: type[S]) -> Callable[[Callable[[S], None]], Callable[..., 
     hints = typing.get_type_hints(settings, include_extras=True)
     fields = dataclasses.fields(settings)  # type: ignore[arg-type]
     parameters = [_parameter(field, hints[field.name]) for field in fields]
+    # required first (fields shared through a base class come before the subclass's own)
+    parameters.sort(key=lambda p: p.default is not inspect.Parameter.empty)
 
     def wrap(function: Callable[[S], None]) -> Callable[..., None]:
         def from_options(**values: Any) -> None:

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
-from batch.backends import DEFAULT_REPOSITORY, Backend, Runtime, ServerAccess
+from batch.backends import Backend
 from batch.embeddings import recording
 from batch.errors import BatchError
 from batch.labels import label_source
+from batch.model_choice import ModelChoice
 from batch.options import Arg, Opt
 from batch.pipeline import ImageFile, WalkCounts, classify_files, walk_images
 from batch.progress import make_progress
@@ -39,26 +40,14 @@ class Engine(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class RunSettings:
+class RunSettings(ModelChoice):
     """Every option of `clfbatch run` (each also a `CLFBATCH_*` variable, see batch.options)."""
 
     folder: Annotated[Path, Arg("Folder of images to classify.")]
-    model: Annotated[str, Opt("Model name in the repository.", ("--model", "-m"))]
     version: Annotated[int | None, Opt("Model version (default: newest).")] = None
     version_label: Annotated[
         str | None, Opt("Version label instead (e.g. fast: the newest version carrying it).")
     ] = None
-    repository: Annotated[Path, Opt("Model repository.")] = DEFAULT_REPOSITORY
-    server: Annotated[
-        str | None, Opt("HOST:PORT of a clfserve; replicas: H:P,H:P or dns:///NAME:PORT.")
-    ] = None
-    tls_ca: Annotated[Path | None, Opt("With --server: TLS, trusting this CA (PEM).")] = None
-    tls_cert: Annotated[Path | None, Opt("With --server: client certificate (PEM), mTLS.")] = None
-    tls_key: Annotated[Path | None, Opt("With --server: the client certificate's key.")] = None
-    token: Annotated[
-        str | None, Opt("With --server: bearer token (prefer CLFBATCH_TOKEN).")
-    ] = field(default=None, repr=False)
-    runtime: Annotated[Runtime, Opt("Local model runtime (docs/runtime.md).")] = Runtime.auto
     out: Annotated[Path | None, Opt("Report file (default: ./<folder>-<model>.<format>).")] = None
     force: Annotated[bool, Opt("Overwrite an existing report.")] = False
     labels: Annotated[
@@ -90,10 +79,6 @@ class RunSettings:
     actors: Annotated[
         int | None, Opt("With --engine ray: model actors (default: one per CPU).", min=1)
     ] = None
-
-    @property
-    def access(self) -> ServerAccess:
-        return ServerAccess(self.tls_ca, self.tls_cert, self.tls_key, self.token)
 
     @property
     def report(self) -> Path:

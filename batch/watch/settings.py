@@ -10,12 +10,12 @@ from __future__ import annotations
 import enum
 import fcntl
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Annotated
 
-from batch.backends import DEFAULT_REPOSITORY, Runtime, ServerAccess
 from batch.errors import BatchError
+from batch.model_choice import ModelChoice
 from batch.options import Arg, Opt
 
 STATE_DIR = ".clfwatch"
@@ -29,11 +29,10 @@ class Action(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class WatchSettings:
+class WatchSettings(ModelChoice):
     """Every option of `clfbatch watch` (each also a `CLFBATCH_*` variable, see batch.options)."""
 
     inbox: Annotated[Path, Arg("Folder to watch for incoming images.")]
-    model: Annotated[str, Opt("Model name in the repository.", ("--model", "-m"))]
     out: Annotated[Path, Opt("Output folder: OUT/<label>/, _uncertain, _rejected.")]
     version: Annotated[int | None, Opt("Pin a model version (default: newest, followed live).")] = (
         None
@@ -41,17 +40,6 @@ class WatchSettings:
     version_label: Annotated[
         str | None, Opt("Follow the newest version carrying this label (e.g. fast) instead.")
     ] = None
-    repository: Annotated[Path, Opt("Model repository.")] = DEFAULT_REPOSITORY
-    server: Annotated[
-        str | None, Opt("HOST:PORT of a clfserve; replicas: H:P,H:P or dns:///NAME:PORT.")
-    ] = None
-    tls_ca: Annotated[Path | None, Opt("With --server: TLS, trusting this CA (PEM).")] = None
-    tls_cert: Annotated[Path | None, Opt("With --server: client certificate (PEM), mTLS.")] = None
-    tls_key: Annotated[Path | None, Opt("With --server: the client certificate's key.")] = None
-    token: Annotated[
-        str | None, Opt("With --server: bearer token (prefer CLFBATCH_TOKEN).")
-    ] = field(default=None, repr=False)
-    runtime: Annotated[Runtime, Opt("Local model runtime (docs/runtime.md).")] = Runtime.auto
     action: Annotated[Action, Opt("What to do with each file.")] = Action.move
     min_confidence: Annotated[
         float, Opt("Below it, files go to OUT/_uncertain/.", min=0.0, max=1.0)
@@ -71,10 +59,6 @@ class WatchSettings:
         Path | None, Opt("Journal file (default: OUT/.clfwatch/journal.sqlite).")
     ] = None
     log_json: Annotated[bool, Opt("Log one JSON object per line.")] = False
-
-    @property
-    def access(self) -> ServerAccess:
-        return ServerAccess(self.tls_ca, self.tls_cert, self.tls_key, self.token)
 
     @property
     def settle(self) -> float:
