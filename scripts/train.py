@@ -28,6 +28,7 @@ import typer
 from training.data import DataError
 from training.export import RepositoryError, check_writable
 from training.tasks import TASKS, TaskError, get_task
+from training.transfer import TransferError, find_source
 
 from serve.errors import ManifestError
 from serve.manifest import FILTERS, Manifest
@@ -79,6 +80,10 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="continue an interrupted run with the same options")
     ] = False,
+    init_from: Annotated[
+        str | None,
+        typer.Option(help="TASK[:VERSION] in --repository: start from its convolutional layers"),
+    ] = None,
 ) -> None:
     """Train TASK with ARCH and write trained/<task>/<next version>/."""
     try:
@@ -95,7 +100,8 @@ def train(
         if data is None and spec.keras_dataset is None:
             raise DataError(f"task {task!r} has no downloader: give --data PATH")
         check_writable(repository)
-    except (TaskError, DataError, RepositoryError) as exc:
+        source = find_source(repository, init_from) if init_from else None
+    except (TaskError, DataError, RepositoryError, TransferError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
 
@@ -118,11 +124,12 @@ def train(
         name=name or spec.name,
         repository=repository,
         resume=resume,
+        init_from=source,
     )
     started = time.monotonic()
     try:
         path, manifest = run(options)
-    except (DataError, RepositoryError, ManifestError) as exc:
+    except (DataError, RepositoryError, ManifestError, TransferError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     report_done(path, manifest, time.monotonic() - started)

@@ -15,11 +15,13 @@ import tensorflow as tf
 
 from batch.accuracy import ClassificationMetrics
 from serve.manifest import Manifest, Preprocessing
+from serve.repository import ModelVersion
 from training.checkpoint import run_directory
 from training.data import Split, load_folder, load_keras, validation_split
 from training.export import serving_function, write_version
 from training.fit import FitOptions, fit, predict
 from training.task import Architecture, Task
+from training.transfer import copy_backbone
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class RunOptions:
     name: str
     repository: Path
     resume: bool = False  # continue the interrupted run with these same options, if any
+    init_from: ModelVersion | None = None  # seed the backbone from this version (transfer.py)
 
 
 def checkpoint_dir(options: RunOptions, fingerprint: str) -> Path:
@@ -49,6 +52,7 @@ def checkpoint_dir(options: RunOptions, fingerprint: str) -> Path:
         "data": fingerprint,
         **{k: getattr(options, k) for k in ("epochs", "batch_size", "learning_rate", "patience")},
         **{k: getattr(options, k) for k in ("seed", "val_fraction", "name")},
+        **({"init_from": str(options.init_from.path)} if options.init_from else {}),
     }
     return run_directory(f"{options.name}-{options.architecture.name}", key)
 
@@ -88,6 +92,9 @@ def run(options: RunOptions) -> tuple[Path, Manifest]:
         model = architecture.build(options.preprocessing.input_shape, len(train_all.classes))
         if architecture.prepare is not None:
             architecture.prepare(model, train.images)
+        if options.init_from is not None:
+            copied = copy_backbone(model, options.init_from)
+            print(f"{options.name}: {len(copied)} layers from {options.init_from.path}", flush=True)
         fit_options = FitOptions(
             epochs=options.epochs,
             batch_size=options.batch_size,
@@ -138,6 +145,11 @@ def run(options: RunOptions) -> tuple[Path, Manifest]:
             "patience": options.patience,
             "augmentation": asdict(recipe.augment),
             "test_time_flip": recipe.tta_flip,
+            "init_from": (
+                f"{options.init_from.name}:{options.init_from.version}"
+                if options.init_from
+                else None
+            ),
             "optimizer": asdict(recipe.sgd) | {"name": "nesterov-sgd"} if recipe.sgd else "adam",
             "weights": "best val_accuracy epoch" if recipe.keep_best else "last epoch",
             "precision": recipe.precision,
