@@ -138,13 +138,15 @@ class WatchDaemon:
                     self._attempt(worker, lambda: self._step(worker, take=self._arrivals.due()))
                     continue
                 self._write_summary(worker)
-                self._wake.wait(self._timeout(len(settler), next_scan))
+                self._wake.wait(self._timeout(len(settler), min(next_scan, next_reload)))
                 self._wake.clear()
             if self._pending:  # stopping: the batch already taken in is finished, not dropped
                 self._attempt(worker, lambda: self._step(worker, take=False))
 
-    def _timeout(self, pending: int, next_scan: float) -> float:
-        wait = next_scan - time.monotonic()
+    def _timeout(self, pending: int, next_due: float) -> float:
+        """How long to sleep: until the next rescan or model check, a batch's deadline, or (with
+        files settling) a fraction of the settle time; woken early by events."""
+        wait = next_due - time.monotonic()
         if (left := self._arrivals.time_left()) is not None:
             wait = min(wait, left)
         if pending:

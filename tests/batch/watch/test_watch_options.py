@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import time
@@ -312,3 +313,23 @@ def test_rescan_s_finds_files_whose_events_were_lost(
 def _stamp(text: str) -> float:
     """A report row's `time` (the daemon's clock) in seconds."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.slow
+def test_reload_s_is_kept_by_an_idle_daemon_whatever_rescan_s(
+    repository_copy: Path, tmp_path: Path
+) -> None:
+    """An idle daemon (no files, rescans an hour apart) still looks for a new model version
+    every `--reload-s`."""
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    args = ("--model", "gray", "--repository", repository_copy, "--settle-ms", "50")
+    args = (*args, "--rescan-s", "3600", "--reload-s", "0.2")
+    with Daemon(inbox, out, *args, log=tmp_path / "log") as daemon:
+        daemon.wait_ready()
+        staging = repository_copy / "gray" / ".tmp-copy"
+        shutil.copytree(repository_copy / "gray" / "1", staging)
+        staging.rename(repository_copy / "gray" / "2")
+        wait_for(lambda: "now using model gray version 2" in daemon.log_text(), daemon,
+                 "switch to version 2", timeout=60)  # fmt: skip
+        assert daemon.stop() == 0
