@@ -23,6 +23,7 @@ from inference import grpc_service_pb2_grpc
 from serve.dataplane import ClassifyRequest, DataPlane
 from serve.errors import ServeError, public_message
 from serve.grpc import kserve_convert as convert
+from serve.grpc.kserve_metadata import metadata_response
 from serve.grpc.status import code_for, grpc_errors
 from serve.manifest import Manifest
 
@@ -78,7 +79,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         _, manifest = self._plane.describe(request.name, *convert.version_choice(request.version))
-        return convert.metadata_response(self._plane.get_model(request.name), manifest)
+        return metadata_response(self._plane.get_model(request.name), manifest)
 
     @grpc_errors
     async def ModelInfer(

@@ -24,8 +24,6 @@ the request says otherwise with the bool parameter `binary_data_output` (request
 from __future__ import annotations
 
 import math
-import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,13 +38,11 @@ from serve.dataplane import (
     TensorBatch,
 )
 from serve.errors import InvalidInput
-from serve.manifest import Manifest, Signature
+from serve.grpc.kserve_bytes import join_bytes, split_bytes
+from serve.manifest import Signature
 from serve.prepare import Inputs
-from serve.versions import ModelInfo, VersionState
 
-PLATFORM = "tensorflow_savedmodel"
 CLASSIFICATION = "classification"
-_LENGTH = struct.Struct("<I")
 
 
 @dataclass(frozen=True)
@@ -79,26 +75,6 @@ def version_choice(text: str) -> tuple[int | None, str | None]:
     if text.lstrip("-").isdigit():
         return int(text), None
     return None, text
-
-
-# -- BYTES tensors ---------------------------------------------------------------------------
-def split_bytes(raw: bytes, name: str) -> list[bytes]:
-    """Raw BYTES tensor data: each element prefixed with its length (uint32, little-endian)."""
-    items, offset = [], 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise InvalidInput(f"input {name!r}: truncated BYTES element length")
-        (size,) = _LENGTH.unpack_from(raw, offset)
-        offset += 4
-        if offset + size > len(raw):
-            raise InvalidInput(f"input {name!r}: BYTES element longer than the data left")
-        items.append(raw[offset : offset + size])
-        offset += size
-    return items
-
-
-def join_bytes(items: Sequence[bytes]) -> bytes:
-    return b"".join(_LENGTH.pack(len(item)) + item for item in items)
 
 
 # -- requests --------------------------------------------------------------------------------
@@ -260,26 +236,3 @@ def _probabilities(
             output.contents.bytes_contents.extend(flat)
         return
     _fp32(response, signature.output, result.probabilities, reply.raw)
-
-
-def metadata_response(info: ModelInfo, manifest: Manifest) -> pb.ModelMetadataResponse:
-    """Inputs and outputs with -1 for the batch dimension; versions that are available."""
-    sig = manifest.signature
-    Tensor = pb.ModelMetadataResponse.TensorMetadata
-    return pb.ModelMetadataResponse(
-        name=info.name,
-        versions=[str(v.version) for v in info.versions if v.state is VersionState.AVAILABLE],
-        platform=PLATFORM,
-        inputs=[
-            Tensor(name=sig.input, datatype="FP32", shape=[-1, *manifest.input_shape]),
-            Tensor(name=encoded_input(sig), datatype="BYTES", shape=[-1]),
-        ],
-        outputs=[
-            Tensor(name=sig.output, datatype="FP32", shape=[-1, len(manifest.classes)]),
-            *(
-                [Tensor(name=EMBEDDING, datatype="FP32", shape=[-1, manifest.embedding.dimension])]
-                if manifest.embedding is not None
-                else []
-            ),
-        ],
-    )

@@ -28,6 +28,7 @@ from tensorflow_serving.apis import (
 from serve.dataplane import ClassifyRequest, DataPlane
 from serve.grpc import tfserving_convert as convert
 from serve.grpc.status import grpc_errors
+from serve.grpc.tfserving_status import status_response
 from serve.manifest import Manifest
 
 _labels_are_arguments = convert.labels_are_arguments  # shared with the REST API
@@ -81,7 +82,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         version, label = convert.version_choice(request.model_spec)
         with _labels_are_arguments(label):
             info = self._plane.get_model(request.model_spec.name)
-            return convert.status_response(info, version, label)
+            return status_response(info, version, label)
 
 
 def register(server: grpc.aio.Server, dataplane: DataPlane) -> list[str]:

@@ -28,7 +28,6 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
-    get_model_status_pb2,
     model_pb2,
     predict_pb2,
 )
@@ -44,18 +43,9 @@ from serve.dataplane import (
 from serve.errors import InvalidInput, VersionNotFound
 from serve.manifest import Manifest, Signature
 from serve.prepare import Inputs
-from serve.versions import ModelInfo, VersionInfo, VersionState
 
 SIGNATURE_FIELD = "signature_def"  # the only metadata field TF Serving (and we) answer
 PREDICT_METHOD = "tensorflow/serving/predict"
-_State = get_model_status_pb2.ModelVersionStatus.State
-_STATES = {
-    VersionState.LOADING: _State.LOADING,
-    VersionState.AVAILABLE: _State.AVAILABLE,
-    VersionState.UNLOADING: _State.UNLOADING,
-    VersionState.FAILED: _State.END,
-}
-_GRPC_UNKNOWN = 2  # tensorflow.error.Code.UNKNOWN: a version that failed to load
 _DTYPE_NAMES = {v: k for k, v in types_pb2.DataType.items()}
 
 
@@ -243,26 +233,4 @@ def metadata_response(
         signatures.signature_def[EMBEDDING].CopyFrom(embedding)
     response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=_spec(name, version))
     response.metadata[SIGNATURE_FIELD].Pack(signatures)
-    return response
-
-
-def _pick(info: ModelInfo, version: int | None, label: str | None) -> list[VersionInfo]:
-    if version is None and label is None:
-        return list(info.versions)
-    found = [v for v in info.versions if v.version == version or (label and label in v.labels)]
-    if not found:
-        raise VersionNotFound(info.name, label if label is not None else str(version))
-    return found
-
-
-def status_response(
-    info: ModelInfo, version: int | None, label: str | None
-) -> get_model_status_pb2.GetModelStatusResponse:
-    """Every version's state (or the one asked for), newest first."""
-    response = get_model_status_pb2.GetModelStatusResponse()
-    for item in _pick(info, version, label):
-        entry = response.model_version_status.add(version=item.version, state=_STATES[item.state])
-        if item.state is VersionState.FAILED:
-            entry.status.error_code = _GRPC_UNKNOWN  # type: ignore[assignment]
-            entry.status.error_message = item.reason
     return response

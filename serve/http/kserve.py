@@ -27,6 +27,8 @@ from serve.dataplane import ClassifyRequest
 from serve.errors import InvalidInput, ServeError
 from serve.grpc import kserve as grpc_kserve
 from serve.grpc import kserve_convert as convert
+from serve.grpc.kserve_bytes import join_bytes
+from serve.grpc.kserve_metadata import metadata_response
 from serve.http.app import SERVER, decode_b64, parse_json, plane
 from serve.manifest import Manifest
 
@@ -59,7 +61,7 @@ def _raw(data: Any, datatype: str, name: str) -> bytes:
         raise InvalidInput(f"input {name!r}: data is not a {datatype} array ({exc})") from exc
     if datatype == "BYTES":
         items = [decode_b64(item, f"input {name!r}") for item in _flat(data)]
-        return convert.join_bytes(items)
+        return join_bytes(items)
     return b""  # the converter names the unsupported datatype
 
 
@@ -178,7 +180,7 @@ async def model_metadata(request: web.Request) -> web.Response:
     name, version = request.match_info["model"], request.match_info.get("version", "")
     dataplane = plane(request)
     _, manifest = dataplane.describe(name, *convert.version_choice(version))
-    meta = convert.metadata_response(dataplane.get_model(name), manifest)
+    meta = metadata_response(dataplane.get_model(name), manifest)
     tensors = [
         [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in group]
         for group in (meta.inputs, meta.outputs)

@@ -25,6 +25,7 @@ from tensorflow_serving.apis import predict_pb2
 from serve.dataplane import ClassifyRequest
 from serve.errors import InvalidInput
 from serve.grpc import tfserving_convert as convert
+from serve.grpc.tfserving_status import status_response
 from serve.http.app import decode_b64, plane, read_json
 from serve.manifest import Manifest
 
@@ -122,7 +123,7 @@ async def status(request: web.Request) -> web.Response:
     version, label = _choice(request)
     with convert.labels_are_arguments(label):
         info = plane(request).get_model(name)
-        response = convert.status_response(info, version, label)
+        response = status_response(info, version, label)
     for entry in response.model_version_status:
         entry.status.SetInParent()  # TF Serving prints {"error_code": "OK", ...} too
     return _json(response)
