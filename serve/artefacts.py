@@ -20,7 +20,8 @@ from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
-from serve.manifest import Artefact, Manifest
+from serve.manifest import Manifest
+from serve.manifest_entries import Artefact
 from serve.repository import SAVED_MODEL_FILE, ModelVersion
 
 log = logging.getLogger(__name__)

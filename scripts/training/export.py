@@ -23,7 +23,8 @@ import tensorflow as tf
 
 from batch.plots import plot_curves
 from serve.artefacts import with_litert
-from serve.manifest import Embedding, Manifest
+from serve.manifest import Manifest
+from serve.manifest_entries import Embedding
 from serve.repository import version_dirs
 
 log = logging.getLogger(__name__)

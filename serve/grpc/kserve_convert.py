@@ -39,7 +39,7 @@ from serve.dataplane import (
 )
 from serve.errors import InvalidInput
 from serve.grpc.kserve_bytes import join_bytes, split_bytes
-from serve.manifest import Signature
+from serve.manifest_entries import Signature
 from serve.prepare import Inputs
 
 CLASSIFICATION = "classification"

@@ -41,7 +41,8 @@ from serve.dataplane import (
     TensorBatch,
 )
 from serve.errors import InvalidInput, VersionNotFound
-from serve.manifest import Manifest, Signature
+from serve.manifest import Manifest
+from serve.manifest_entries import Signature
 from serve.prepare import Inputs
 
 SIGNATURE_FIELD = "signature_def"  # the only metadata field TF Serving (and we) answer

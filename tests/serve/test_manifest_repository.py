@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from serve.errors import ManifestError, ModelNotFound, VersionNotFound
-from serve.manifest import Artefact, Manifest, Preprocessing, Signature
+from serve.manifest import Manifest, Preprocessing
+from serve.manifest_entries import Artefact, Signature
 from serve.repository import resolve, scan
 
 
