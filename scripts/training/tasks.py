@@ -29,6 +29,16 @@ _RGB32 = Preprocessing(color_mode="rgb", size=(32, 32), resize="stretch")
 _MNIST_AUG = Augment(shift=0.1, rotation=0.03, zoom=0.1)
 _PHOTO_AUG = Augment(flip=True, shift=0.1, rotation=0.05, zoom=0.1)
 # our networks' recipes where a task has two variants; the variants change only what differs
+_SMALL_PHOTO_CNN = Recipe(  # homer_bart and faces: a few hundred photos, two classes
+    epochs=80,
+    batch_size=16,
+    learning_rate=2e-3,
+    schedule="cosine",
+    label_smoothing=0.1,
+    patience=120,
+    augment=_PHOTO_AUG,
+    tta_flip=True,
+)
 _MNIST_CNN = Recipe(
     epochs=10,
     batch_size=128,
@@ -154,16 +164,7 @@ TASKS: dict[str, Task] = {
                 "cnn",
                 nets.small_cnn((32, 64, 128), dropout=0.4, name="homer_bart_cnn"),
                 "VGG-style CNN, BN, GAP; heavy augmentation, flip TTA",
-                Recipe(
-                    epochs=80,
-                    batch_size=16,
-                    learning_rate=2e-3,
-                    schedule="cosine",
-                    label_smoothing=0.1,
-                    patience=120,
-                    augment=_PHOTO_AUG,
-                    tta_flip=True,
-                ),
+                _SMALL_PHOTO_CNN,
             ),
             "tiny": _tiny(),
         },
@@ -216,16 +217,7 @@ TASKS: dict[str, Task] = {
                 "cnn",
                 nets.small_cnn((32, 64, 128), dropout=0.4, name="faces_cnn"),
                 "VGG-style CNN on 64x64 padded faces, BN, GAP; heavy augmentation, flip TTA",
-                Recipe(
-                    epochs=80,
-                    batch_size=16,
-                    learning_rate=2e-3,
-                    schedule="cosine",
-                    label_smoothing=0.1,
-                    patience=120,
-                    augment=_PHOTO_AUG,
-                    tta_flip=True,
-                ),
+                _SMALL_PHOTO_CNN,
                 preprocessing=Preprocessing(color_mode="rgb", size=(64, 64), resize="pad"),
             ),
             "tiny": _tiny(),
