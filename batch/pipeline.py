@@ -50,6 +50,11 @@ class WalkCounts:
     skipped: int = 0  # regular files without an image suffix, and special files
 
 
+def default_workers() -> int:
+    """Reader threads when none are asked for: one per CPU, at most 4."""
+    return min(4, os.cpu_count() or 1)
+
+
 def preferred_batch_size(pre: Preprocessing) -> int:
     """The batch size used when none is given: a power of two between 8 and 256."""
     per_image = pre.size[0] * pre.size[1] * pre.channels
@@ -164,7 +169,7 @@ def classify_files(
     """
     pre = backend.preprocessing
     size = batch_size or preferred_batch_size(pre)
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = workers or default_workers()
     per_task = max(1, min(_FILES_PER_TASK, size))
     ahead = max(2 * size, 4 * workers * per_task) // per_task  # tasks in flight
     source = iter(files)

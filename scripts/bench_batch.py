@@ -1,16 +1,21 @@
 #!/usr/bin/env python
-"""`make bench-batch`: clfbatch's images/s against the model's own limit and a tutorial loop.
+"""`make bench-batch`: `clfbatch run` against the bound the machine allows, per model.
 
-On the CIFAR-10 test split (10,000 JPEGs, unpacked once from ../shared/datasets into the cache,
-never into the repository) it measures, in one process:
+On a model's test split (unpacked once from ../shared/datasets into the cache, never into the
+repository), with the newest shipped version (what `clfbatch run --model M` uses), it measures in
+one process:
 
-1. the inference limit: the model's signature on preloaded, preprocessed arrays, per batch size;
-2. the clfbatch pipeline (`batch.runner.run_folder`: walk, read + decode in a thread pool
-   overlapping inference, CSV report, metrics), and the same pipeline with tf.data doing the
-   reading instead of the thread pool;
-3. a tutorial-style loop: Pillow open + `model.predict` on one image at a time (300 files).
+1. read + preprocess alone on the pipeline's reader threads (all CPUs), and the model alone on
+   those preloaded arrays at the pipeline's batch size (all CPUs);
+2. their bound `1 / (1/decode + 1/model)`: decoding and the model share the same CPUs, so no
+   pipeline of the two can beat it;
+3. `clfbatch run` itself (`batch.runner.run_folder`: walk, reader threads overlapping the model,
+   CSV report, metrics, summary files) and its ratio to the bound;
+4. for the first model: the rows alone (no report or summary files), the same rows with tf.data
+   reading instead of the thread pool, and a tutorial-style loop (Pillow open + `model.predict`
+   one image at a time, 300 files).
 
-    .venv/bin/python scripts/bench_batch.py [--limit 2000] [--model cifar10] [--repository trained]
+    .venv/bin/python scripts/bench_batch.py [--models cifar10 mnist] [--limit 2000]
 """
 
 from __future__ import annotations
@@ -33,12 +38,19 @@ import numpy as np  # noqa: E402
 from training.data import extract_archive, find_root  # noqa: E402
 
 from batch.backends import LocalBackend  # noqa: E402
-from batch.pipeline import ImageFile, classify_files, walk_images  # noqa: E402
+from batch.pipeline import (  # noqa: E402
+    ImageFile,
+    classify_files,
+    default_workers,
+    preferred_batch_size,
+    walk_images,
+)
 from batch.reader import read_image  # noqa: E402
 from batch.runner import RunSettings, run_folder  # noqa: E402
+from serve.manifest import Preprocessing  # noqa: E402
 from serve.repository import resolve  # noqa: E402
 
-ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10.tar.gz"
+DATASETS = ROOT.parent / "shared" / "datasets"
 
 
 def test_split(archive: Path, limit: int | None, scratch: Path) -> Path:
@@ -57,20 +69,6 @@ def test_split(archive: Path, limit: int | None, scratch: Path) -> Path:
 
 def rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("inf")
-
-
-def inference_limit(backend: LocalBackend, inputs: np.ndarray) -> dict[int, float]:
-    """images/s of the bare model call on preloaded arrays, per batch size (best of 2 passes)."""
-    results = {}
-    for size in (32, 64, 128, 256, 512):
-        best = 0.0
-        for _ in range(2):
-            started = time.perf_counter()
-            for start in range(0, len(inputs), size):
-                backend.classify(inputs[start : start + size])
-            best = max(best, rate(len(inputs), time.perf_counter() - started))
-        results[size] = best
-    return results
 
 
 def tfdata_rows(backend: LocalBackend, folder: Path, batch_size: int) -> Iterator[int]:
@@ -121,79 +119,97 @@ def timed(label: str, action: Callable[[], int]) -> float:
     return speed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archive", type=Path, default=ARCHIVE)
-    parser.add_argument("--limit", type=int, default=None, help="sample this many test images")
-    parser.add_argument("--tutorial-files", type=int, default=300)
-    parser.add_argument("--model", default="cifar10")
-    parser.add_argument("--version", type=int, default=None)
-    parser.add_argument("--repository", type=Path, default=ROOT / "trained")
-    parser.add_argument("--workers", type=int, default=None, help="pipeline reader threads")
-    parser.add_argument("--no-tfdata", action="store_true", help="skip the tf.data comparison")
-    args = parser.parse_args()
-    if not args.archive.is_file():
-        sys.exit(f"bench-batch: {args.archive} not found (the CIFAR-10 archive)")
-    version = resolve(args.repository, args.model, args.version)
+def decode_rate(files: list[Path], pre: Preprocessing, workers: int) -> tuple[float, np.ndarray]:
+    """images/s of read + preprocess alone on `workers` threads (the pipeline's), and the arrays."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as readers:
+        arrays = list(readers.map(lambda path: read_image(path, pre), files))
+    return rate(len(files), time.perf_counter() - started), np.stack(arrays)
+
+
+def model_rate(backend: LocalBackend, inputs: np.ndarray, size: int) -> float:
+    """images/s of the bare model call on preloaded arrays at the pipeline's batch size."""
+    backend.classify(inputs[:size])  # warm-up: the first call of a shape is not timed
+    started = time.perf_counter()
+    for start in range(0, len(inputs), size):
+        backend.classify(inputs[start : start + size])
+    return rate(len(inputs), time.perf_counter() - started)
+
+
+def measure(args: argparse.Namespace, model: str, scratch: Path, extras: bool) -> float:
+    """Print one model's bound and pipeline rate; returns pipeline / bound."""
+    archive = args.datasets / f"{model}.tar.gz"
+    if not archive.is_file():
+        sys.exit(f"bench-batch: {archive} not found (the {model} archive)")
+    version = resolve(args.repository, model, None)
     backend = LocalBackend(version)
-    with tempfile.TemporaryDirectory(prefix="bench-batch-") as scratch_name:
-        scratch = Path(scratch_name)
-        folder = test_split(args.archive, args.limit, scratch)
-        files = [path for _, path in walk_images(folder)]
-        print(
-            f"bench-batch: {args.model} v{version.version} ({version.manifest.architecture}, "
-            f"input {version.manifest.input_shape}), {len(files)} images in {folder}, "
-            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
-            flush=True,
-        )
-        inputs = np.stack([read_image(path, backend.preprocessing) for path in files])
-        limits = inference_limit(backend, inputs)
-        best_size = max(limits, key=lambda size: limits[size])
-        listing = ", ".join(f"{size}: {speed:,.0f}" for size, speed in limits.items())
-        print(
-            f"  {'inference limit (preloaded arrays)':<44} {limits[best_size]:>9,.0f} images/s"
-            f"  (best batch {best_size}; {listing})",
-            flush=True,
-        )
+    pre = backend.preprocessing
+    folder = test_split(archive, args.limit, scratch / model)
+    files = [path for _, path in walk_images(folder)]
+    workers = args.workers or default_workers()
+    size = preferred_batch_size(pre)
+    print(
+        f"{model} v{version.version} ({version.manifest.architecture}, input "
+        f"{version.manifest.input_shape}): {len(files)} test images, batch {size}, "
+        f"{workers} reader threads, load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    decode, inputs = decode_rate(files, pre, workers)
+    print(
+        f"  {'read + preprocess alone (reader threads)':<46} {decode:>9,.0f} images/s", flush=True
+    )
+    inference = model_rate(backend, inputs, size)
+    print(f"  {f'model alone (preloaded arrays, batch {size})':<46} {inference:>9,.0f} images/s")
+    bound = 1 / (1 / decode + 1 / inference)
+    print(f"  {'bound 1 / (1/decode + 1/model)':<46} {bound:>9,.0f} images/s", flush=True)
 
-        def pipeline() -> int:
-            options = RunSettings(
-                folder, backend.model, out=scratch / "report.csv", quiet=True, workers=args.workers
-            )
-            return run_folder(options, backend, warn=print).tally.files
+    def pipeline() -> int:
+        report = scratch / f"{model}-report.csv"
+        options = RunSettings(
+            folder=folder, model=model, repository=args.repository, out=report, force=True,
+            quiet=True, workers=args.workers,
+        )  # fmt: skip
+        return run_folder(options, backend, warn=print).tally.files
 
-        ours = timed("clfbatch pipeline (thread pool, report, metrics)", pipeline)
+    ours = timed("clfbatch run (report, metrics, summary files)", pipeline)
+    if extras:
 
         def rows_only() -> int:
             items = (ImageFile(path, relative) for relative, path in walk_images(folder))
             return sum(1 for _ in classify_files(backend, items, workers=args.workers))
 
-        pool = timed("  rows only (thread pool, no report)", rows_only)
-
-        def decode_only() -> int:
-            with ThreadPoolExecutor(args.workers or min(4, os.cpu_count() or 1)) as readers:
-                pre = backend.preprocessing
-                return sum(1 for _ in readers.map(lambda p: read_image(p, pre), files))
-
-        timed("  read + preprocess only (no model)", decode_only)
+        timed("  rows only (no report, no summary files)", rows_only)
         if not args.no_tfdata:
-            size = 128
             timed(
-                "  rows only (tf.data + py_function)",
+                "  rows with tf.data + py_function instead",
                 lambda: sum(tfdata_rows(backend, folder, size)),
             )
         sample = random.Random(1).sample(files, min(args.tutorial_files, len(files)))
         tutorial = tutorial_loop(version.path, sample, version.manifest.input_shape)
         print(
-            f"  {'tutorial loop (Pillow + model.predict each)':<44} {tutorial:>9,.0f} images/s"
-            f"  ({len(sample)} images)",
-            flush=True,
+            f"  {'tutorial loop (Pillow + model.predict each)':<46} {tutorial:>9,.0f} images/s"
+            f"  ({len(sample)} images): clfbatch run is {ours / tutorial:.0f}x (goal >= 20x)"
         )
-        print(
-            f"ratios: pipeline / inference limit = {ours / limits[best_size]:.0%} (goal >= 80%); "
-            f"pipeline / tutorial loop = {ours / tutorial:.0f}x (goal >= 20x); "
-            f"thread-pool rows / limit = {pool / limits[best_size]:.0%}"
-        )
+    print(f"  clfbatch run / bound = {ours / bound:.0%} (goal >= 90%)", flush=True)
+    backend.close()
+    return ours / bound
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["cifar10", "mnist"])
+    parser.add_argument("--datasets", type=Path, default=DATASETS)
+    parser.add_argument("--limit", type=int, default=None, help="sample this many test images")
+    parser.add_argument("--tutorial-files", type=int, default=300)
+    parser.add_argument("--repository", type=Path, default=ROOT / "trained")
+    parser.add_argument("--workers", type=int, default=None, help="reader threads")
+    parser.add_argument("--no-tfdata", action="store_true", help="skip the tf.data comparison")
+    args = parser.parse_args()
+    print(f"bench-batch: {os.cpu_count()} CPUs, newest version of each model", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as scratch_name:
+        for index, model in enumerate(args.models):
+            measure(args, model, Path(scratch_name), extras=index == 0)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
