@@ -112,10 +112,11 @@ class ReportTail:
         return time.time()
 
 
-def clfbatch_run(folder: Path, report: Path, model: str, repository: Path) -> float:
-    """`clfbatch run`'s own images/s (from its summary line) on the same files."""
-    command = [sys.executable, "-m", "batch", "run", str(folder), "--model", model]
-    command += ["--repository", str(repository), "--out", str(report), "--labels", "none"]
+def clfbatch_run(folder: Path, report: Path, chosen: list[str]) -> float:
+    """`clfbatch run`'s own images/s (from its summary line) on the same files; `chosen`: the
+    --model/--repository/--version-label flags the daemon gets too."""
+    command = [sys.executable, "-m", "batch", "run", str(folder), *chosen]
+    command += ["--out", str(report), "--labels", "none"]
     done = subprocess.run(command, env=ENV, capture_output=True, text=True, check=False)
     match = re.search(r"([\d,]+) images/s", done.stdout)
     if done.returncode != 0 or match is None:
@@ -136,13 +137,15 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="steady files per second")
     parser.add_argument("--model", default="cifar10")
     parser.add_argument("--repository", type=Path, default=ROOT / "trained")
+    parser.add_argument("--version-label", help="e.g. fast (default: the newest version)")
     parser.add_argument("--daemon-args", default="", help="extra options for clfbatch watch")
+    parser.add_argument("--log", type=Path, help="keep the daemon's log in this file")
     args = parser.parse_args()
     from serve.errors import ServeError
     from serve.repository import resolve
 
     try:
-        version = resolve(args.repository, args.model)
+        version = resolve(args.repository, args.model, label=args.version_label)
     except ServeError as exc:
         sys.exit(f"bench-watch: {exc} (in {args.repository}; pass --model / --repository)")
     files = dataset_files(args.archive, args.limit, version.manifest.input_shape)
@@ -159,11 +162,14 @@ def main() -> None:
             folder.mkdir()
         for name, data in files:
             (stage / name).write_bytes(data)
-        run_rate = clfbatch_run(stage, scratch / "run.csv", args.model, args.repository)
+        chosen = ["--model", args.model, "--repository", str(args.repository)]
+        if args.version_label:
+            chosen += ["--version-label", args.version_label]
+        run_rate = clfbatch_run(stage, scratch / "run.csv", chosen)
         print(f"  clfbatch run, same files:        {run_rate:>8,.0f} images/s", flush=True)
 
-        daemon_args = ["--model", args.model, "--repository", str(args.repository)]
-        daemon = Daemon(inbox, out, daemon_args + args.daemon_args.split(), scratch / "log")
+        log = args.log or scratch / "log"
+        daemon = Daemon(inbox, out, chosen + args.daemon_args.split(), log)
         tail = ReportTail(out / "labels.csv")
         started = time.time()
         for name, _ in files:

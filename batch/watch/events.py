@@ -12,12 +12,34 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from batch.watch.inbox import Inbox
 
 log = logging.getLogger(__name__)
+
+# The events a notice comes from. Watchdog narrows the kernel's inotify mask to them, so the
+# daemon's own reads (open, close without write) and moves out of the inbox (delete) raise no
+# events at all: during a burst those were most of the observer threads' work, competing with
+# the main loop for the GIL.
+_WANTED = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+]
 
 
 class _Handler(FileSystemEventHandler):
@@ -26,7 +48,7 @@ class _Handler(FileSystemEventHandler):
         self._sink = sink
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory or event.event_type in ("deleted", "opened", "closed_no_write"):
+        if event.is_directory or event.event_type not in ("created", "modified", "moved", "closed"):
             return
         raw = event.dest_path if event.event_type == "moved" else event.src_path
         path = Path(os.fsdecode(raw))
@@ -61,7 +83,12 @@ class EventSource:
 
     def __enter__(self) -> EventSource:
         observer = Observer()
-        observer.schedule(_Handler(self._inbox, self), str(self._inbox.root), recursive=True)
+        observer.schedule(
+            _Handler(self._inbox, self),
+            str(self._inbox.root),
+            recursive=True,
+            event_filter=_WANTED,
+        )
         try:
             observer.start()
         except OSError as exc:
