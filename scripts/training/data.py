@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tarfile
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,19 +41,33 @@ def cache_dir() -> Path:
 
 
 def extract_archive(archive: Path) -> Path:
-    """Unpack a dataset archive once into the cache (keyed by its size and mtime)."""
+    """Unpack a dataset archive once into the cache (keyed by its size and mtime).
+
+    It is unpacked into a private temporary folder and renamed into place, so processes that
+    unpack the same archive at once (two trainings, parallel tests) never read a half-written
+    file: the first rename wins and the others discard their copy.
+    """
     stat = archive.stat()
     key = hashlib.sha256(f"{archive.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     target = cache_dir() / "datasets" / f"{archive.name.split('.')[0]}-{key.hexdigest()[:12]}"
-    done = target / ".complete"
-    if not done.exists():
-        target.mkdir(parents=True, exist_ok=True)
-        try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(target, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as exc:
+    if (target / ".complete").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, filter="data")
+        (staging / ".complete").touch()
+        if target.exists() and not (target / ".complete").exists():
+            shutil.rmtree(target, ignore_errors=True)  # an older, interrupted unpack's leftover
+        os.rename(staging, target)
+    except (tarfile.TarError, EOFError) as exc:
+        raise DataError(f"cannot unpack {archive}: {exc}") from exc
+    except OSError as exc:
+        if not (target / ".complete").exists():  # another process renamed its copy first
             raise DataError(f"cannot unpack {archive}: {exc}") from exc
-        done.touch()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
