@@ -27,8 +27,9 @@ lock: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
+# Two worker processes (pytest-xdist): 9.5 min for the suite on 2 CPUs instead of 15.
 test: $(STAMP) protos-check lint typecheck
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 # The whole suite under coverage: per-module branch coverage of serve/ and batch/ (generated
 # protobuf code excluded; clfserve/clfbatch subprocesses included), then the total.
