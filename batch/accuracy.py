@@ -65,7 +65,7 @@ class ClassificationMetrics:
 
     def averages(self) -> dict[str, dict[str, float]]:
         support = self.support
-        weights = support / support.sum() if support.sum() else np.zeros_like(support, float)
+        weights = support if support.sum() else None  # no labelled file: every score is 0
         result = {}
         for name, w in (("macro avg", None), ("weighted avg", weights)):
             result[name] = {
