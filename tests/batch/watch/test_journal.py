@@ -72,3 +72,72 @@ def test_known_is_the_same_file_version_still_ours(tmp_path: Path) -> None:
     assert entry.dest == Path("/out/x.png") and entry.outcome == {"error": "gone"}
     assert entry.state != CLASSIFIED
     journal.close()
+
+
+def _pragma(journal: Journal, name: str) -> str | int:
+    (value,) = journal._db.execute(f"PRAGMA {name}").fetchone()
+    return value
+
+
+def test_commits_that_announce_an_action_are_fsynced_the_others_not(tmp_path: Path) -> None:
+    """WAL mode; synchronous FULL (2) for classified and placed (a move or an append follows),
+    NORMAL (1) for seen and the final states (nothing on disk depends on them)."""
+    journal = Journal(tmp_path / "journal.sqlite")
+    assert _pragma(journal, "journal_mode") == "wal" and _pragma(journal, "synchronous") == 2
+    (entry,) = journal.add_seen([_new("a.png")])
+    assert _pragma(journal, "synchronous") == 1
+    entry.outcome, entry.dest = {"predicted": "cat"}, Path("/out/cat/a.png")
+    journal.mark_classified([entry])
+    assert _pragma(journal, "synchronous") == 2
+    journal.mark([entry], REPORTED)
+    assert _pragma(journal, "synchronous") == 1
+    entry.row, entry.report_offset = "a.png,cat\n", 0
+    journal.mark_placed([entry])
+    assert _pragma(journal, "synchronous") == 2
+    journal.set_dest(entry, None)
+    assert _pragma(journal, "synchronous") == 2
+    journal.close()
+
+
+def test_ids_continue_across_batches_and_restarts_and_every_field_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    journal = Journal(path)
+    first = journal.add_seen([_new("a.png"), _new("b.png")])
+    second = journal.add_seen([_new("c.png", action="link", identity=(7, 8, 9))])
+    journal.close()
+    journal = Journal(path)
+    (third,) = journal.add_seen([_new("d.png")])
+    assert [e.id for e in (*first, *second, third)] == [1, 2, 3, 4]
+    entries = {e.rel: e for e in journal.unfinished()}
+    c = entries["c.png"]
+    assert (c.id, c.source, c.identity, c.action, c.state) == (
+        3, Path("/inbox/c.png"), (7, 8, 9), "link", SEEN,
+    )  # fmt: skip
+    assert c.true_label == "cat" and c.seen_at == second[0].seen_at > 0
+    assert (c.outcome, c.dest, c.row, c.report_offset) == (None, None, None, None)
+    journal.close()
+
+
+def test_final_states_drop_what_only_recovery_needed(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.sqlite")
+    (entry,) = journal.add_seen([_new("a.png")])
+    entry.outcome, entry.dest = {"predicted": "cat"}, Path("/out/cat/a.png")
+    journal.mark_classified([entry])
+    entry.row, entry.report_offset = "a.png,cat\n", 40
+    journal.mark_placed([entry])
+    journal.mark([entry], REPORTED)
+    row = journal._db.execute(
+        "SELECT state, outcome, row, dest, report_offset FROM files"
+    ).fetchone()
+    assert row == (REPORTED, None, None, "/out/cat/a.png", 40) and entry.state == REPORTED
+    journal.close()
+
+
+def test_known_answers_for_more_files_than_one_query_takes(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.sqlite")
+    names = [f"{i:04d}.png" for i in range(1203)]  # three chunks of 500
+    journal.add_seen([_new(name) for name in names])
+    asked = [(Path("/inbox") / name, (1, 2, 3)) for name in names]
+    asked.append((Path("/inbox/other.png"), (1, 2, 3)))
+    assert journal.known(asked) == {Path("/inbox") / name for name in names}
+    journal.close()
