@@ -13,7 +13,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from batch.errors import BatchError
 from batch.labels import label_source, read_labels_file
-from batch.report import ReportRow, ReportWriter, read_report, report_labels
+from batch.report import ReportRow, ReportWriter, format_of, read_report, report_labels
 from batch.summary import Tally, summary_paths, write_summary
 
 LABELS = ("cat", "dog", "fox")
@@ -136,3 +136,27 @@ def test_label_sources(tmp_path: Path) -> None:
     from_file = label_source(str(labels_file), LABELS, warnings.append)
     assert from_file("1.png") == "cat" and from_file("4.png") is None
     assert len(warnings) == 1 and "bear, wolf" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("run.jsonl", "jsonl"), ("RUN.JSONL", "jsonl"), ("run.json", "jsonl"), ("run.Json", "jsonl"),
+     ("run.ndjson", "jsonl"), ("run.NDJSON", "jsonl"), ("run.csv", "csv"), ("run", "csv"),
+     ("run.jsonl.txt", "csv")],
+)  # fmt: skip
+def test_the_report_format_follows_the_suffix_in_any_case(name: str, expected: str) -> None:
+    assert format_of(Path(name)) == expected
+
+
+def test_rows_are_counted_and_flushed_every_256(tmp_path: Path) -> None:
+    """A reader (or a crash) sees the partial file grow in steps of 256 complete rows."""
+    row = _rows()[0]
+    with ReportWriter(tmp_path / "run.csv", LABELS) as writer:
+        for _ in range(256):
+            writer.write(row)
+        assert writer.rows == 256
+        lines = writer.partial.read_text(encoding="utf-8").splitlines()
+        assert len(lines) == 1 + 256  # the header and every row, before any commit
+        writer.write(row)
+        assert writer.rows == 257
+        writer.commit()

@@ -141,3 +141,28 @@ def test_known_answers_for_more_files_than_one_query_takes(tmp_path: Path) -> No
     asked.append((Path("/inbox/other.png"), (1, 2, 3)))
     assert journal.known(asked) == {Path("/inbox") / name for name in names}
     journal.close()
+
+
+def test_entries_in_memory_follow_the_journal_and_no_destination_stays_none(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "not" / "yet" / "journal.sqlite"  # folders made on open
+    journal = Journal(path)
+    assert journal.path == path and path.is_file()
+    placed, rejected = journal.add_seen([_new("a.png"), _new("b.png", action="none")])
+    placed.outcome, placed.dest = {"predicted": "cat"}, Path("/out/cat/a.png")
+    rejected.outcome, rejected.dest = {"error": "broken"}, None  # action none: never moved
+    journal.mark_classified([placed, rejected])
+    assert placed.state == rejected.state == CLASSIFIED
+    journal.set_dest(placed, None)
+    journal.set_outcome(placed, {"error": "gone"})
+    assert placed.dest is None and placed.outcome == {"error": "gone"}
+    placed.row, placed.report_offset = "a.png,,gone\n", 0
+    journal.mark_placed([placed])
+    assert placed.state == PLACED
+    journal.close()
+    again = Journal(path)
+    reopened = {e.rel: e for e in again.unfinished()}
+    again.close()
+    assert reopened["a.png"].dest is None and reopened["a.png"].outcome == {"error": "gone"}
+    assert reopened["b.png"].dest is None and reopened["b.png"].state == CLASSIFIED
