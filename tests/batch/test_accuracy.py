@@ -12,7 +12,7 @@ from tests.conftest import replayable_seed
 LABELS = ("cat", "dog", "horse", "a_much_longer_label")
 
 
-@pytest.mark.parametrize("digits", [2, 4])
+@pytest.mark.parametrize("digits", [2, 4, 14])  # 14: wider than "weighted avg"
 def test_random_predictions_agree_with_scikit_learn(digits: int) -> None:
     seed = replayable_seed()
     rng = np.random.default_rng(seed)

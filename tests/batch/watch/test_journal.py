@@ -154,6 +154,9 @@ def test_entries_in_memory_follow_the_journal_and_no_destination_stays_none(
     rejected.outcome, rejected.dest = {"error": "broken"}, None  # action none: never moved
     journal.mark_classified([placed, rejected])
     assert placed.state == rejected.state == CLASSIFIED
+    journal.set_dest(placed, Path("/out/cat/a-1.png"))  # a collision: another name
+    assert placed.dest == Path("/out/cat/a-1.png")
+    assert journal.reserved_destinations() == {Path("/out/cat/a-1.png")}
     journal.set_dest(placed, None)
     journal.set_outcome(placed, {"error": "gone"})
     assert placed.dest is None and placed.outcome == {"error": "gone"}
