@@ -59,7 +59,49 @@ def test_csv_layout_has_every_column(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert records[0]["top_k_labels"] == "cat;dog" and records[0]["correct"] == "true"
     assert records[1]["error"] == "cannot decode image" and records[1]["prob_cat"] == ""
+    assert [r["correct"] for r in records] == ["true", "", "false", ""]  # no truth: empty
     assert records[3]["path"] == 'c, odd "name".png'
+
+
+def test_jsonl_layout_has_every_key(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    with ReportWriter(path, LABELS) as writer:
+        for row in _rows():
+            writer.write(row)
+        writer.commit()
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert records[0] == {
+        "path": "a/1.png", "predicted": "cat", "confidence": 0.7,
+        "top_k": [["cat", 0.7], ["dog", 0.2]],
+        "probabilities": {"cat": 0.7, "dog": 0.2, "fox": 0.1},
+        "model": "pets", "version": 2, "true_label": "cat", "correct": True, "error": None,
+    }  # fmt: skip
+    assert [r["correct"] for r in records] == [True, None, False, None]
+    assert records[1]["probabilities"] == {} and records[1]["top_k"] == []
+
+
+def test_a_path_with_a_carriage_return_round_trips(tmp_path: Path) -> None:
+    """File names may hold any byte but / and NUL: the CSV quotes them, reading keeps them."""
+    row = ReportRow("odd\r\nname.png", "pets", 2, "cat", 0.7, (("cat", 0.7),), (0.7, 0.2, 0.1))
+    path = tmp_path / "run.csv"
+    with ReportWriter(path, LABELS) as writer:
+        writer.write(row)
+        writer.commit()
+    assert list(read_report(path)) == [row]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_rows_written_by_other_tools_may_leave_out_columns(tmp_path: Path, suffix: str) -> None:
+    """A hand-made or foreign report with only some columns reads with neutral defaults."""
+    path = tmp_path / f"theirs{suffix}"
+    if suffix == ".csv":
+        path.write_text("predicted,prob_cat,prob_dog,prob_fox\ncat,0.6,0.3,0.1\n", encoding="utf-8")
+    else:
+        record = {"predicted": "cat", "probabilities": {"cat": 0.6, "dog": 0.3, "fox": 0.1}}
+        path.write_text(json.dumps(record) + "\n\n", encoding="utf-8")
+    (row,) = read_report(path)
+    assert (row.path, row.model, row.version, row.top_k, row.predicted) == ("", "", 0, (), "cat")
+    assert row.probabilities == (0.6, 0.3, 0.1) and row.true_label is None and row.error is None
 
 
 def test_writer_left_without_commit_keeps_only_the_partial(tmp_path: Path) -> None:
