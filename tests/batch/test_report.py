@@ -202,3 +202,14 @@ def test_rows_are_counted_and_flushed_every_256(tmp_path: Path) -> None:
         writer.write(row)
         assert writer.rows == 257
         writer.commit()
+
+
+def test_labels_of_an_empty_report_and_of_one_with_blank_lines(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("", encoding="utf-8")
+    assert report_labels(empty) == () and list(read_report(empty)) == []
+    spaced = tmp_path / "spaced.jsonl"
+    record = {"path": "a.png", "probabilities": {"cat": 0.6, "dog": 0.4}}
+    spaced.write_text("\n" + json.dumps(record) + "\n", encoding="utf-8")
+    assert report_labels(spaced) == ("cat", "dog")
+    assert [row.path for row in read_report(spaced)] == ["a.png"]
