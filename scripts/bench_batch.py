@@ -7,8 +7,8 @@ one process:
 
 1. read + preprocess alone on the pipeline's reader threads (all CPUs), and the model alone on
    those preloaded arrays at the pipeline's batch size (all CPUs);
-2. their bound `1 / (1/decode + 1/model)`: decoding and the model share the same CPUs, so no
-   pipeline of the two can beat it;
+2. their bound `1 / (1/decode + 1/model)`: decoding and the model share the same CPUs, so a
+   pipeline of the two cannot beat it unless one of them alone leaves CPU idle;
 3. `clfbatch run` itself (`batch.runner.run_folder`: walk, reader threads overlapping the model,
    CSV report, metrics, summary files) and its ratio to the bound;
 4. for the first model: the rows alone (no report or summary files), the same rows with tf.data
