@@ -30,6 +30,15 @@ def _rows() -> list[ReportRow]:
     ]
 
 
+def _written(path: Path, rows: list[ReportRow]) -> Path:
+    """A committed report of `rows`, in the format its suffix names."""
+    with ReportWriter(path, LABELS) as writer:
+        for row in rows:
+            writer.write(row)
+        writer.commit()
+    return path
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_rows_round_trip_and_partial_file_renamed_on_commit(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"run{suffix}"
@@ -46,11 +55,7 @@ def test_rows_round_trip_and_partial_file_renamed_on_commit(tmp_path: Path, suff
 
 
 def test_csv_layout_has_every_column(tmp_path: Path) -> None:
-    path = tmp_path / "run.csv"
-    with ReportWriter(path, LABELS) as writer:
-        for row in _rows():
-            writer.write(row)
-        writer.commit()
+    path = _written(tmp_path / "run.csv", _rows())
     with path.open(newline="") as handle:
         records = list(csv.DictReader(handle))
     assert list(records[0]) == [
@@ -64,11 +69,7 @@ def test_csv_layout_has_every_column(tmp_path: Path) -> None:
 
 
 def test_jsonl_layout_has_every_key(tmp_path: Path) -> None:
-    path = tmp_path / "run.jsonl"
-    with ReportWriter(path, LABELS) as writer:
-        for row in _rows():
-            writer.write(row)
-        writer.commit()
+    path = _written(tmp_path / "run.jsonl", _rows())
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert records[0] == {
         "path": "a/1.png", "predicted": "cat", "confidence": 0.7,
@@ -83,11 +84,7 @@ def test_jsonl_layout_has_every_key(tmp_path: Path) -> None:
 def test_a_path_with_a_carriage_return_round_trips(tmp_path: Path) -> None:
     """File names may hold any byte but / and NUL: the CSV quotes them, reading keeps them."""
     row = ReportRow("odd\r\nname.png", "pets", 2, "cat", 0.7, (("cat", 0.7),), (0.7, 0.2, 0.1))
-    path = tmp_path / "run.csv"
-    with ReportWriter(path, LABELS) as writer:
-        writer.write(row)
-        writer.commit()
-    assert list(read_report(path)) == [row]
+    assert list(read_report(_written(tmp_path / "run.csv", [row]))) == [row]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
