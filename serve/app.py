@@ -35,7 +35,7 @@ from serve.metrics import ServeMetrics
 from serve.registry import Loader
 from serve.security import ConfigError, Security
 from serve.settings import Settings
-from serve.workers import WorkerProcesses
+from serve.workers import WorkerProcesses, die_with_parent
 
 log = logging.getLogger("serve")
 DEBOUNCE = 0.3  # seconds of quiet after a file event before re-syncing
@@ -185,6 +185,7 @@ def configure_logging(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `clfserve` console script."""
+    die_with_parent()
     settings = Settings.from_args(argv)
     configure_logging(settings)
     try:  # before anything starts: a server meant to be closed never starts open

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -26,12 +27,23 @@ from serve.settings import Settings
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1  # prctl(2)
+PARENT_PID_ENV = "CLF_WORKER_PARENT_PID"  # set by the first process in the workers it starts
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the first process dies, even by SIGKILL (Linux)."""
+def die_with_parent() -> None:
+    """In a worker the first process started: SIGTERM when that process dies, even by SIGKILL
+    (Linux), and exit at once if it died before this line ran.
+
+    Called after exec, not as Popen's preexec_fn: between fork and exec a process with
+    TensorFlow's threads running may only call async-signal-safe functions, and loading libc
+    through ctypes there crashed workers at start (SIGABRT, 1 start in a few)."""
+    parent = os.environ.pop(PARENT_PID_ENV, None)
+    if parent is None:
+        return
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):
+        raise SystemExit(f"clfserve: worker: the first process ({parent}) has already exited")
 
 
 class WorkerProcesses:
@@ -60,7 +72,9 @@ class WorkerProcesses:
 
     def _spawn(self, index: int) -> None:
         self._processes[index] = subprocess.Popen(
-            self._command(index), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            self._command(index),
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
         )
         log.info("worker %d started (pid %d)", index + 2, self._processes[index].pid)  # type: ignore[union-attr]
 

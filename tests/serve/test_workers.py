@@ -3,6 +3,7 @@ SIGTERM stops them all."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -117,3 +118,59 @@ def _loaded(port: int) -> bool:
     except OSError:
         return False
     return 'clfserve_loaded_versions{model="gray"} 1.0' in text.decode()
+
+
+_WORKER = """
+import sys, time
+from serve.workers import die_with_parent
+die_with_parent()
+print("ready", flush=True)
+time.sleep(120)
+"""
+_MIDDLE = """
+import os, subprocess, sys, time
+from serve.workers import PARENT_PID_ENV
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]],
+                         env={**os.environ, PARENT_PID_ENV: str(os.getpid())})
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_a_worker_dies_with_the_process_that_started_it() -> None:
+    """SIGKILL the process that started a worker: the worker gets SIGTERM from the kernel
+    (PR_SET_PDEATHSIG, set by the worker itself after exec) instead of living on."""
+    with subprocess.Popen(
+        [sys.executable, "-c", _MIDDLE, _WORKER], stdout=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT,
+    ) as middle:  # fmt: skip
+        worker = int(middle.stdout.readline())  # type: ignore[union-attr]
+        try:
+            assert middle.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+            assert _alive(worker)
+            middle.kill()
+            middle.wait()
+            wait_for(lambda: not _alive(worker), 30, "the worker to die with its parent")
+        finally:
+            middle.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
+
+
+def test_a_worker_whose_parent_is_gone_exits_at_once() -> None:
+    """The parent died before the worker set its death signal: the worker notices and exits."""
+    result = subprocess.run(
+        [sys.executable, "-c", _WORKER], capture_output=True, text=True, timeout=60,
+        cwd=REPO_ROOT, env={**os.environ, "CLF_WORKER_PARENT_PID": "1"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "the first process (1) has already exited" in result.stderr
+    assert "ready" not in result.stdout
