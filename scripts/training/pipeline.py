@@ -54,6 +54,18 @@ def translate(images: tf.Tensor, pixels: int, seed: tf.Tensor) -> tf.Tensor:
     return tf.gather(out, cols, axis=2, batch_dims=1)
 
 
+def brighten(
+    images: tf.Tensor, amount: float, seed: tf.Tensor, value_range: tuple[float, float]
+) -> tf.Tensor:
+    """Scale each image's values above the range's floor by a factor drawn from
+    [1 - amount, 1 + amount], clipped to the range (a lamp or exposure change)."""
+    low, high = value_range
+    factors = tf.random.stateless_uniform(
+        [tf.shape(images)[0], 1, 1, 1], seed, minval=1 - amount, maxval=1 + amount
+    )
+    return tf.clip_by_value((images - low) * factors + low, low, high)
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
@@ -93,10 +105,13 @@ def train_batches(
     )
     aug = augmenter(augment, seed)
     pixels = augment.translate
+    value_range = (float(split.images.min()), float(split.images.max())) if augment.brightness else (0, 0)
 
     def apply(images: tf.Tensor, labels: tf.Tensor, step_seed: tf.Tensor):
         if pixels:
             images = translate(images, pixels, step_seed)
+        if augment.brightness:
+            images = brighten(images, augment.brightness, step_seed + [1, 0], value_range)
         if aug is not None:
             images = aug(images, training=True)
         return images, labels

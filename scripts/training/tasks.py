@@ -172,7 +172,7 @@ TASKS: dict[str, Task] = {
     "blood_cells": Task(
         name="blood_cells",
         preprocessing=Preprocessing(color_mode="rgb", size=(200, 200), resize="stretch"),
-        default_arch="cnn96",
+        default_arch="bright96",
         architectures={
             "tutorial": Architecture(
                 "tutorial",
@@ -196,6 +196,18 @@ TASKS: dict[str, Task] = {
                     epochs=14,
                     patience=14,
                     augment=replace(_BLOOD_CNN.augment, vertical_flip=True),
+                ),
+                preprocessing=Preprocessing(color_mode="rgb", size=(72, 96), resize="stretch"),
+            ),
+            "bright96": Architecture(
+                "bright96",
+                nets.small_cnn((24, 48, 96), dropout=0.3, name="blood_cells_bright96"),
+                "cnn96 also trained under brightness changes of up to 20 % (lamp, exposure)",
+                replace(
+                    _BLOOD_CNN,
+                    epochs=14,
+                    patience=14,
+                    augment=replace(_BLOOD_CNN.augment, vertical_flip=True, brightness=0.2),
                 ),
                 preprocessing=Preprocessing(color_mode="rgb", size=(72, 96), resize="stretch"),
             ),
