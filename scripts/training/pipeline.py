@@ -105,13 +105,16 @@ def train_batches(
     )
     aug = augmenter(augment, seed)
     pixels = augment.translate
-    value_range = (float(split.images.min()), float(split.images.max())) if augment.brightness else (0, 0)
+    value_range = (0.0, 0.0)
+    if augment.brightness:
+        value_range = (float(split.images.min()), float(split.images.max()))
+    brightness_seed = tf.constant([1, 0], tf.int64)  # its own draws, apart from translate's
 
     def apply(images: tf.Tensor, labels: tf.Tensor, step_seed: tf.Tensor):
         if pixels:
             images = translate(images, pixels, step_seed)
         if augment.brightness:
-            images = brighten(images, augment.brightness, step_seed + [1, 0], value_range)
+            images = brighten(images, augment.brightness, step_seed + brightness_seed, value_range)
         if aug is not None:
             images = aug(images, training=True)
         return images, labels
