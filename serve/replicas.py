@@ -8,8 +8,9 @@ channel that spreads calls over the healthy ones.
 A balanced target gets `SERVICE_CONFIG`: gRPC's `round_robin` policy over every address, with
 client-side health checking on the overall health service ("" service name), so a replica
 that reports NOT_SERVING (loading, or draining after SIGTERM) or whose connection breaks stops
-being picked; and a bounded retry on UNAVAILABLE for the read-only, side-effect-free calls
-(classify, infer, model metadata), so a call cut by a replica dying is sent again elsewhere.
+being picked; and a bounded retry on UNAVAILABLE (and on the CANCELLED a draining replica gives
+the calls it had not started) for the read-only, side-effect-free calls (classify, infer, model
+metadata), so a call cut by a replica dying is sent again elsewhere.
 
 Limitation: gRPC's health checker sends no call metadata, so servers started with
 `--auth-health` (health behind the token) never look healthy to a balanced client.
@@ -44,7 +45,10 @@ SERVICE_CONFIG = {
                 "initialBackoff": "0.05s",
                 "maxBackoff": "0.5s",
                 "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
+                # CANCELLED too: a replica shutting down cancels the calls it received but had
+                # not yet handed to a handler (grpc/grpc#41785), and a client-side cancel is
+                # never retried, so only those come back
+                "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
             },
         }
     ],
