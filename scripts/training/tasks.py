@@ -146,6 +146,8 @@ TASKS: dict[str, Task] = {
                 ),
             ),
             "fast": fastnet.architecture(),
+            # airbench95's widths: 2.5x the multiply-adds of "fast", for the last points
+            "wide": fastnet.architecture("wide", (128, 384, 384), epochs=16),
             "tiny": _tiny(),
         },
     ),
