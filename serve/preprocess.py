@@ -81,9 +81,8 @@ def convert_mode(image: Image.Image, color_mode: str) -> Image.Image:
     """
     if image.mode.startswith("I") or image.mode == "F":
         image = _high_bit_depth_to_8bit(image)
-    elif image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        image.mode == "P" and "transparency" in image.info
-    ):
+    elif image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        # "transparency" is a palette's alpha or the tRNS colour key of a 1, L or RGB PNG
         image = _flatten_alpha(image)
     target = "L" if color_mode == "grayscale" else "RGB"
     return image if image.mode == target else image.convert(target)
@@ -143,6 +142,8 @@ def pixels_to_image(array: np.ndarray) -> Image.Image:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise InvalidInput(f"raw pixels must be HxW, HxWx1, HxWx3 or HxWx4, not {array.shape}")
+    if array.size == 0:
+        raise InvalidInput(f"raw pixels are empty: {array.shape}")
     if array.dtype != np.uint8:
         if not np.all(np.isfinite(array)):
             raise InvalidInput("raw pixels contain NaN or Inf")

@@ -9,7 +9,7 @@ import pytest
 
 from serve.errors import ManifestError, ModelNotFound, VersionNotFound
 from serve.manifest import Manifest, Preprocessing
-from serve.manifest_entries import Artefact, Signature
+from serve.manifest_entries import Artefact, Embedding, Signature
 from serve.repository import resolve, scan
 
 
@@ -40,7 +40,7 @@ def test_round_trip_keeps_the_stable_keys(tmp_path: Path):
     ("change", "message"),
     [
         (lambda d: d.pop("classes"), "missing or has a bad key"),
-        (lambda d: d.update(classes=["only"]), "at least two classes"),
+        (lambda d: d.update(classes=["only"]), "^a manifest needs at least two classes$"),
         (lambda d: d["preprocessing"].update(color_mode="cmyk"), "color_mode"),
         (lambda d: d.update(input_shape=[1, 2, 3]), "disagrees"),
     ],
@@ -118,6 +118,34 @@ def test_optional_keys_take_their_documented_defaults() -> None:
     assert manifest.signature == Signature("serving_default", "images", "probabilities")
     assert manifest.artefacts == {"litert": Artefact("m.tflite", "00", "", "")}
     assert "artefacts" not in _manifest().to_dict()  # absent when there are none
+
+
+def test_embedding_labels_and_schema_survive_a_round_trip(tmp_path: Path) -> None:
+    """The keys `test_every_field_survives_a_round_trip` leaves at their defaults."""
+    full = Manifest(
+        "toy",
+        2,
+        ("a", "b"),
+        Preprocessing("rgb", (4, 4)),
+        schema=2,
+        embedding=Embedding(signature="emb", output="vec", dimension=64, layer="dense_1"),
+        labels=("fast", "small"),
+    )
+    full.write(tmp_path / "m.json")
+    data = json.loads((tmp_path / "m.json").read_text())
+    assert data["schema"] == 2
+    assert data["embedding"] == {
+        "signature": "emb", "output": "vec", "dimension": 64, "layer": "dense_1",
+    }  # fmt: skip
+    assert data["labels"] == ["fast", "small"]
+    assert Manifest.read(tmp_path / "m.json") == full
+
+
+def test_without_embedding_or_labels_the_keys_are_absent() -> None:
+    data = _manifest().to_dict()
+    assert "embedding" not in data and "labels" not in data
+    manifest = Manifest.from_dict(data | {"embedding": {}, "labels": []})
+    assert manifest.embedding is None and manifest.labels == ()
 
 
 @pytest.mark.parametrize(

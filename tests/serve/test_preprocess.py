@@ -16,6 +16,7 @@ from serve.errors import InvalidInput
 from serve.manifest import Preprocessing
 from serve.preprocess import (
     check_model_input,
+    convert_mode,
     decode,
     preprocess_bytes,
     preprocess_pixels,
@@ -283,7 +284,7 @@ def test_raw_pixels_are_rounded_then_take_the_file_path() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"", "empty image"),
+        (b"", r"^empty image$"),
         (b"not an image at all", "cannot decode"),
         (encode(np.zeros((8, 8), np.uint8))[:40], "cannot decode"),
     ],
@@ -300,9 +301,9 @@ def test_decompression_bombs_are_refused_before_decoding():
 
 
 def test_raw_pixels_out_of_range_or_nan_are_refused():
-    with pytest.raises(InvalidInput, match=r"0\.\.255"):
+    with pytest.raises(InvalidInput, match=r"^raw pixel values must lie in 0\.\.255$"):
         preprocess_pixels(np.full((4, 4), 300.0), GRAY)
-    with pytest.raises(InvalidInput, match="NaN"):
+    with pytest.raises(InvalidInput, match=r"^raw pixels contain NaN or Inf$"):
         preprocess_pixels(np.full((4, 4), np.nan), GRAY)
     with pytest.raises(InvalidInput, match="HxW"):
         preprocess_pixels(np.zeros((4, 4, 2)), GRAY)
@@ -312,7 +313,7 @@ def test_check_model_input_validates_shape_and_values():
     assert check_model_input(np.zeros((28, 28, 1)), (28, 28, 1)).shape == (1, 28, 28, 1)
     with pytest.raises(InvalidInput, match="does not match"):
         check_model_input(np.zeros((2, 28, 28, 3)), (28, 28, 1))
-    with pytest.raises(InvalidInput, match="NaN or Inf"):
+    with pytest.raises(InvalidInput, match=r"^tensor contains NaN or Inf$"):
         check_model_input(np.full((1, 28, 28, 1), np.inf), (28, 28, 1))
 
 
@@ -371,3 +372,73 @@ def test_size_errors_say_what_was_given_and_what_is_expected() -> None:
         preprocess_bytes(png([[7, 8]]), gray(1, 3))
     with pytest.raises(InvalidInput, match=r"\[2, 28, 28, 3\] does not match .* \[-1, 28, 28, 1\]"):
         check_model_input(np.zeros((2, 28, 28, 3)), (28, 28, 1))
+
+
+def test_orientation_is_read_from_its_own_exif_tag() -> None:
+    exif = Image.Exif()
+    exif[0x0001] = 1  # another tag holding 1 must not pass for "upright"
+    exif[0x0112] = 6
+    got = preprocess_bytes(png(STORED, exif=exif), gray(3, 2))
+    np.testing.assert_allclose(got, tensor([[40, 10], [50, 20], [60, 30]]), atol=1e-7)
+
+
+def test_an_upright_image_is_not_copied() -> None:
+    """Only an image that EXIF says to turn is transposed (a copy, which forgets its format)."""
+    assert decode(png(STORED)).format == "PNG"
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    assert decode(png(STORED, exif=exif)).format == "PNG"
+
+
+def test_pillow_decompression_bomb_is_invalid_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pillow refuses an image over twice its MAX_IMAGE_PIXELS while opening it
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
+    with pytest.raises(InvalidInput, match=r"^image rejected as a decompression bomb: "):
+        decode(png(np.zeros((5, 5))), max_pixels=1_000)
+
+
+def test_preprocess_bytes_passes_on_the_pixel_limit() -> None:
+    with pytest.raises(InvalidInput, match="over the limit of 99"):
+        preprocess_bytes(png(np.zeros((10, 10))), gray(10, 10), max_pixels=99)
+
+
+def test_palette_and_premultiplied_alpha_are_composited_on_white() -> None:
+    palette_alpha = Image.new("PA", (2, 1))
+    palette_alpha.putpalette([200, 100, 0] * 256)
+    palette_alpha.putpixel((0, 0), (0, 255))  # opaque
+    palette_alpha.putpixel((1, 0), (0, 0))  # transparent
+    premultiplied = Image.frombytes("RGBa", (2, 1), bytes([200, 100, 0, 255, 0, 0, 0, 0]))
+    for image in (palette_alpha, premultiplied):
+        got = np.asarray(convert_mode(image, "rgb"))
+        np.testing.assert_array_equal(got, [[[200, 100, 0], [255, 255, 255]]], err_msg=image.mode)
+
+
+def test_the_transparent_colour_of_a_png_is_composited_on_white() -> None:
+    """A 1, L or RGB PNG marks one colour transparent (its tRNS chunk): a viewer shows white."""
+    gray_key = png([[0, 200]], transparency=0)
+    got = preprocess_bytes(gray_key, gray(1, 2))
+    np.testing.assert_allclose(got, tensor([[255, 200]]), atol=1e-7)
+    rgb_key = png([[[0, 0, 0], [200, 100, 0]]], transparency=(0, 0, 0))
+    expected = tensor([[[255, 255, 255], [200, 100, 0]]])
+    np.testing.assert_allclose(preprocess_bytes(rgb_key, rgb(1, 2)), expected, atol=1e-7)
+    buffer = io.BytesIO()
+    one_bit = Image.fromarray(np.array([[0, 255]], np.uint8)).convert("1")
+    one_bit.save(buffer, "PNG", transparency=0)
+    got = preprocess_bytes(buffer.getvalue(), gray(1, 2))
+    np.testing.assert_allclose(got, tensor([[255, 255]]), atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (0, 3), (2, 0, 3)])
+@pytest.mark.parametrize("resize", ["stretch", "pad"])
+def test_empty_raw_pixels_are_refused(shape: tuple[int, ...], resize: str) -> None:
+    with pytest.raises(InvalidInput, match=r"^raw pixels are empty: \("):
+        preprocess_pixels(np.zeros(shape), gray(2, 2, resize))
+
+
+def test_check_model_input_gives_float32_and_copies_only_to_convert() -> None:
+    doubles = np.full((1, 2, 2, 1), 0.5)
+    got = check_model_input(doubles, (2, 2, 1))
+    assert got.dtype == np.float32 and got.shape == (1, 2, 2, 1)
+    np.testing.assert_array_equal(got, np.full((1, 2, 2, 1), 0.5, np.float32))
+    batch = np.zeros((3, 2, 2, 1), np.float32)
+    assert check_model_input(batch, (2, 2, 1)) is batch  # a large batch is not copied
