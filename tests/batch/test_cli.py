@@ -255,9 +255,12 @@ def test_ctrl_c_leaves_no_complete_report(model_repository: Path, tmp_path: Path
         text=True,
     )
     partial = tmp_path / "big.csv.partial"
-    deadline = time.monotonic() + 60
+    # The interrupt must land mid-run, after the handler is installed: wait for the partial
+    # report however slow the start is (a loaded machine took over 60 s to import TensorFlow)
+    deadline = time.monotonic() + 300
     while not partial.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
+    assert partial.exists(), "the run never started writing its report"
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
