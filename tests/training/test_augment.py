@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from training.fit import augmenter
+from training.pipeline import brighten
 from training.recipe import Augment
 
 
@@ -41,3 +43,19 @@ def test_flips_mirror_along_the_named_axes_only(augment: Augment, expected: set[
 def test_no_augmentation_builds_no_layer():
     assert augmenter(Augment(), seed=0) is None
     assert Augment(vertical_flip=True).any
+
+
+def test_brightness_scales_each_image_within_the_range_and_clips() -> None:
+    """Each image is multiplied by one factor in [1 - b, 1 + b] (above the range's floor), the
+    same factor for all its pixels, and never leaves the range; a replayed seed replays it."""
+    batch = np.stack([np.full((3, 3, 3), value, np.float32) for value in (0.1, 0.5, 0.95)] * 20)
+    seed = tf.constant([7, 3], tf.int64)
+    out = np.asarray(brighten(tf.constant(batch), 0.2, seed, (0.0, 1.0)))
+    factors = out[:, 0, 0, 0] / batch[:, 0, 0, 0]
+    assert np.all(out == out[:, :1, :1, :1])  # one factor per image
+    dim = batch[:, 0, 0, 0] < 0.8
+    assert np.all((factors[dim] >= 0.8 - 1e-6) & (factors[dim] <= 1.2 + 1e-6))
+    assert len(np.unique(np.round(factors[dim], 5))) > 10  # drawn, not fixed
+    assert out.max() <= 1.0 and out.min() >= 0.0
+    assert np.any(out[~dim] == 1.0)  # 0.95 scaled past 1 is clipped to the range's top
+    np.testing.assert_array_equal(out, brighten(tf.constant(batch), 0.2, seed, (0.0, 1.0)))
