@@ -59,6 +59,14 @@ _BLOOD_CNN = Recipe(
     tta_flip=True,
 )
 
+_BLOOD_96 = replace(  # the blood cnn on 72x96, flipped both ways (no up or down under a microscope)
+    _BLOOD_CNN,
+    epochs=14,
+    patience=14,
+    augment=replace(_BLOOD_CNN.augment, vertical_flip=True),
+)
+_BLOOD_96_INPUT = Preprocessing(color_mode="rgb", size=(72, 96), resize="stretch")
+
 TASKS: dict[str, Task] = {
     "mnist": Task(
         name="mnist",
@@ -193,25 +201,15 @@ TASKS: dict[str, Task] = {
                 "cnn96",
                 nets.small_cnn((24, 48, 96), dropout=0.3, name="blood_cells_cnn96"),
                 "the cnn on 72x96 (nucleus detail); flips both ways, shifts, rotation; flip TTA",
-                replace(
-                    _BLOOD_CNN,
-                    epochs=14,
-                    patience=14,
-                    augment=replace(_BLOOD_CNN.augment, vertical_flip=True),
-                ),
-                preprocessing=Preprocessing(color_mode="rgb", size=(72, 96), resize="stretch"),
+                _BLOOD_96,
+                preprocessing=_BLOOD_96_INPUT,
             ),
             "bright96": Architecture(
                 "bright96",
                 nets.small_cnn((24, 48, 96), dropout=0.3, name="blood_cells_bright96"),
                 "cnn96 also trained under brightness changes of up to 20 % (lamp, exposure)",
-                replace(
-                    _BLOOD_CNN,
-                    epochs=14,
-                    patience=14,
-                    augment=replace(_BLOOD_CNN.augment, vertical_flip=True, brightness=0.2),
-                ),
-                preprocessing=Preprocessing(color_mode="rgb", size=(72, 96), resize="stretch"),
+                replace(_BLOOD_96, augment=replace(_BLOOD_96.augment, brightness=0.2)),
+                preprocessing=_BLOOD_96_INPUT,
             ),
             "tiny": _tiny(),
         },
