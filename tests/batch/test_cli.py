@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from serve.preprocess import preprocess_bytes
 from serve.repository import resolve
 from tests.batch.conftest import cli_env, run_cli
 from tests.images import RGB_CLASSES, encode, gray_pixels
+from tests.serve.conftest import Recording, ServerThread, make_settings
 
 pytestmark = pytest.mark.slow  # each run starts Python + TensorFlow (~5 s)
 
@@ -221,52 +221,47 @@ def test_unreachable_server_fails_fast(
     assert not list(tmp_path.glob("*.csv*"))
 
 
-def test_ctrl_c_leaves_no_complete_report(model_repository: Path, tmp_path: Path) -> None:
-    folder = tmp_path / "big"
-    folder.mkdir()
-    # Huge but tiny-on-disk images: each takes a while to decode, so the run is slow enough.
-    buffer = Path(tmp_path / "one.png")
-    Image.new("RGB", (5000, 5000)).save(buffer)
-    for index in range(40):
-        (folder / f"{index:03d}.png").write_bytes(buffer.read_bytes())
-    report = tmp_path / "big.csv"
+def test_ctrl_c_leaves_no_complete_report(
+    model_repository: Path, rgb_folder: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """SIGINT mid-run: exit 130, "interrupted", only `<report>.partial` left behind.
+
+    The run classifies through a real in-process clfserve whose model call is held, so the
+    interrupt lands while the run is provably in flight (no timing assumption either way)."""
+    folder, _ = rgb_folder
+    recording = Recording(gate_open=False)
+    server = ServerThread(make_settings(model_repository), recording.load).start()
+    report = tmp_path / "run.csv"
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "batch",
-            "run",
-            folder,
-            "--model",
-            "rgb",
-            "--repository",
-            model_repository,
-            "--out",
-            report,
-            "--workers",
-            "1",
-            "--batch-size",
-            "1",
+            sys.executable, "-m", "batch", "run", folder, "--model", "rgb",
+            "--server", server.target, "--out", report, "--batch-size", "1", "--workers", "1",
         ],
         cwd=tmp_path,
         env=cli_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    partial = tmp_path / "big.csv.partial"
-    # The interrupt must land mid-run, after the handler is installed: wait for the partial
-    # report however slow the start is (a loaded machine took over 60 s to import TensorFlow)
-    deadline = time.monotonic() + 300
-    while not partial.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    assert partial.exists(), "the run never started writing its report"
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    )  # fmt: skip
+    partial = tmp_path / "run.csv.partial"
+    try:
+        # The first image has reached the model (which holds it) and the report is open.
+        while not (recording.calling.is_set() and partial.exists()):
+            assert process.poll() is None, process.communicate()[1]
+            recording.calling.wait(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        answered = recording.returned  # read while the gate still holds the model
+    finally:
+        recording.gate.set()
+        if process.poll() is None:
+            process.kill()
+        server.stop()
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr
     assert not report.exists() and partial.exists()
-    assert not list(tmp_path.glob("big.summary*"))
+    assert not list(tmp_path.glob("run.summary*"))
+    assert answered == 0  # the interrupt came while the first image was still held
 
 
 def test_watch_is_a_clfbatch_command(model_repository: Path, tmp_path: Path):
