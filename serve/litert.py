@@ -1,8 +1,11 @@
 """A `Classifier` on LiteRT (`ai-edge-litert`, XNNPACK CPU delegate) from a `.tflite` flatbuffer.
 
 An Interpreter is not thread-safe and resizing its input re-plans the whole graph, so this
-keeps one interpreter per batch size (the most recently used `max_interpreters` of them) and
-lets one thread at a time use them.
+keeps one interpreter per batch size and lets one thread at a time use them. Batches of up to
+EXACT_SIZES images run in one call; a larger one runs as power-of-two chunks, largest first,
+plus a remainder of at most EXACT_SIZES (37 = 32 + 5). So a server whose batches vary in size
+under load keeps a dozen interpreters rather than building one per size it meets (the most
+recently used `max_interpreters` are kept in any case).
 
     classifier = LiteRTClassifier(Path("trained/mnist/3/model.tflite").read_bytes(), labels, shape)
     probs = classifier.predict(batch)  # float32 [N, H, W, C] -> float32 [N, classes]
@@ -19,6 +22,22 @@ import numpy as np
 
 THREADS_ENV = "CLFSERVE_LITERT_THREADS"
 SINGLE_THREAD_BATCH = 8  # up to this size, one thread beat two (2 busy CPUs, mnist and cifar10)
+EXACT_SIZES = 8  # batches up to this size get an interpreter of their own size
+
+
+def chunk_sizes(size: int) -> list[int]:
+    """The calls a batch of `size` images runs as: itself up to EXACT_SIZES, else powers of two,
+    largest first, then a remainder of at most EXACT_SIZES (37 -> [32, 5], 24 -> [16, 8])."""
+    chunks = []
+    power = 1 << max(0, size.bit_length() - 1)
+    while size > EXACT_SIZES:
+        while power > size:
+            power >>= 1
+        chunks.append(power)
+        size -= power
+    if size:
+        chunks.append(size)
+    return chunks
 
 
 def default_threads(size: int | None = None) -> int:
@@ -111,5 +130,12 @@ class LiteRTClassifier:
             raise ValueError(f"expected [N, *{self.input_shape}], got {list(batch.shape)}")
         if len(batch) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        chunks = chunk_sizes(len(batch))
         with self._lock:
-            return self._slot(len(batch)).run(batch)
+            if len(chunks) == 1:
+                return self._slot(len(batch)).run(batch)
+            parts, start = [], 0
+            for size in chunks:
+                parts.append(self._slot(size).run(batch[start : start + size]))
+                start += size
+        return np.concatenate(parts)

@@ -15,7 +15,7 @@ import pytest
 
 from serve import litert
 from serve.artefacts import LITERT_FILE
-from serve.litert import LiteRTClassifier, default_threads
+from serve.litert import EXACT_SIZES, LiteRTClassifier, chunk_sizes, default_threads
 from serve.loader import load
 from serve.logs import JsonFormatter
 from tests.serve.test_runtime import CLASSES, make_version
@@ -25,9 +25,9 @@ Tiny = tuple[bytes, np.ndarray, np.ndarray]
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
-    """The flatbuffer, a batch of 3 model inputs, and TensorFlow's answers for it."""
+    """The flatbuffer, a batch of 70 model inputs, and TensorFlow's answers for it."""
     version = make_version(tmp_path_factory.mktemp("repo"), artefact=True)
-    batch = np.random.default_rng(0).random((3, 12, 12, 1), dtype=np.float32)
+    batch = np.random.default_rng(0).random((70, 12, 12, 1), dtype=np.float32)
     expected = load(version, "tensorflow").predict(batch)
     return (version.path / LITERT_FILE).read_bytes(), batch, expected
 
@@ -46,7 +46,7 @@ def test_bad_batches_are_refused_and_an_empty_one_answered(tiny: Tiny) -> None:
     with pytest.raises(
         ValueError, match="expected \\[N, \\*\\(12, 12, 1\\)\\], got \\[3, 12, 12\\]"
     ):
-        classifier.predict(batch[..., 0])
+        classifier.predict(batch[:3, ..., 0])
     empty = classifier.predict(np.zeros((0, 12, 12, 1), np.float32))
     assert empty.shape == (0, len(CLASSES)) and empty.dtype == np.float32
 
@@ -57,6 +57,23 @@ def test_interpreters_per_size_are_bounded_and_answers_stay_right(tiny: Tiny) ->
     for size in (1, 3, 2, 1, 3):  # each new size evicts the one before
         np.testing.assert_allclose(classifier.predict(batch[:size]), expected[:size], atol=1e-5)
         assert list(classifier._slots) == [size]
+
+
+def test_chunk_sizes() -> None:
+    assert EXACT_SIZES == 8  # the expectations below are written for it
+    assert [chunk_sizes(n) for n in (1, 5, 8)] == [[1], [5], [8]]
+    assert chunk_sizes(9) == [8, 1] and chunk_sizes(24) == [16, 8] and chunk_sizes(37) == [32, 5]
+    assert chunk_sizes(256) == [256] and chunk_sizes(300) == [256, 32, 8, 4]
+
+
+def test_large_batches_run_in_chunks_on_a_few_interpreters(tiny: Tiny) -> None:
+    """Every size from 1 to 70 answers as TensorFlow does, on interpreters of sizes 1-8 and
+    powers of two only (not one per size)."""
+    model, batch, expected = tiny
+    classifier = LiteRTClassifier(model, CLASSES, (12, 12, 1), threads=1)
+    for size in range(1, 71):
+        np.testing.assert_allclose(classifier.predict(batch[:size]), expected[:size], atol=1e-5)
+    assert set(classifier._slots) == {1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64}
 
 
 def test_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
