@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +41,28 @@ def _replace(path: Path, write) -> None:
     os.replace(scratch, path)
 
 
+def improves(history: Mapping[str, Sequence[float]], logs: Mapping[str, Any]) -> bool:
+    """Whether the epoch of `logs` beats every epoch in `history`: a higher val_accuracy, or the
+    best one again with a lower val_loss than the best epochs so far (on a validation split of
+    20 images many epochs tie at 100 %, and the first of them is rarely the best model)."""
+    accuracy = logs.get("val_accuracy")
+    if accuracy is None:
+        return False
+    earlier = history.get("val_accuracy", [])
+    if not earlier or accuracy > max(earlier):
+        return True
+    if accuracy < max(earlier) or "val_loss" not in logs:
+        return False
+    tied = [
+        loss
+        for past, loss in zip(earlier, history.get("val_loss", []), strict=False)
+        if past == accuracy
+    ]
+    return not tied or logs["val_loss"] < min(tied)
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the run after each epoch, keeps the best-val_accuracy weights, and stops after
+    """Saves the run after each epoch, keeps the best weights (`improves`), and stops after
     `patience` epochs without a lower val_loss (Keras' EarlyStopping, but resumable)."""
 
     def __init__(self, directory: Path, patience: int) -> None:
@@ -92,11 +111,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         logs = dict(logs or {})
-        previous_best = max(self.history.get("val_accuracy", []), default=-math.inf)
+        better = improves(self.history, logs)
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
         self.epoch_seconds.append(round(time.monotonic() - self._started, 1))
-        if logs.get("val_accuracy", -math.inf) > previous_best:
+        if better:
             self.model.save_weights(str(self.best_weights), overwrite=True)
         self._save()
         losses = self.history.get("val_loss", [])

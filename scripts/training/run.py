@@ -151,7 +151,9 @@ def run(options: RunOptions) -> tuple[Path, Manifest]:
                 else None
             ),
             "optimizer": asdict(recipe.sgd) | {"name": "nesterov-sgd"} if recipe.sgd else "adam",
-            "weights": "best val_accuracy epoch" if recipe.keep_best else "last epoch",
+            "weights": "best val_accuracy epoch, ties to the lower val_loss"
+            if recipe.keep_best
+            else "last epoch",
             "precision": recipe.precision,
             "epoch_seconds": history["seconds"],
             "train_seconds": round(sum(history["seconds"]), 1),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from training.checkpoint import EpochCheckpoint
+from training.checkpoint import EpochCheckpoint, improves
 from training.run import RunOptions, checkpoint_dir, run
 from training.tasks import get_task
 
@@ -105,3 +105,15 @@ def test_checkpoint_key_separates_runs(tmp_path: Path) -> None:
     assert checkpoint_dir(other, "sha256:a") == checkpoint_dir(first, "sha256:a")
     longer = RunOptions(**{**vars(first), "epochs": EPOCHS + 1})
     assert checkpoint_dir(longer, "sha256:a") != checkpoint_dir(first, "sha256:a")
+
+
+def test_best_epoch_ties_go_to_the_lower_validation_loss() -> None:
+    history = {"val_accuracy": [0.9, 1.0, 1.0], "val_loss": [0.5, 0.40, 0.30]}
+    assert improves({}, {"val_accuracy": 0.5, "val_loss": 9.0})  # the first epoch
+    assert improves(history, {"val_accuracy": 1.0, "val_loss": 0.25})  # tie, lower loss
+    assert not improves(history, {"val_accuracy": 1.0, "val_loss": 0.35})  # tie, not the lowest
+    assert not improves(history, {"val_accuracy": 0.95, "val_loss": 0.01})  # less accurate
+    assert improves(
+        {"val_accuracy": [0.9], "val_loss": [0.1]}, {"val_accuracy": 0.95, "val_loss": 0.9}
+    )
+    assert not improves(history, {"loss": 0.1})  # no validation split: never "best"
