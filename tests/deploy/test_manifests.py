@@ -25,7 +25,13 @@ KSERVE = DEPLOY / "kserve"
 
 
 def by_kind(folder: Path) -> dict[str, dict[str, Any]]:
-    return {doc["kind"]: doc for path in sorted(folder.glob("*.yaml")) for doc in documents(path)}
+    """Each kind's document; Services by name as `Service/<name>`."""
+    found = {}
+    for path in sorted(folder.glob("*.yaml")):
+        for doc in documents(path):
+            kind = doc["kind"]
+            found[f"Service/{doc['metadata']['name']}" if kind == "Service" else kind] = doc
+    return found
 
 
 def as_pod(containers: list[dict[str, Any]]) -> dict[str, Any]:
@@ -43,6 +49,7 @@ def test_every_manifest_is_there() -> None:
     assert {p.name for p in MANIFESTS} == {
         "deployment.yaml",
         "service.yaml",
+        "service-headless.yaml",
         "hpa.yaml",
         "pdb.yaml",
     }
@@ -98,9 +105,12 @@ def test_service_hpa_and_pdb_select_the_deployment() -> None:
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     names = {p["name"]: p["containerPort"] for p in container["ports"]}
-    service = k8s["Service"]["spec"]
+    service = k8s["Service/clfserve"]["spec"]
     assert service["selector"].items() <= labels.items()
     assert {p["targetPort"]: p["port"] for p in service["ports"]} == names
+    headless = k8s["Service/clfserve-headless"]["spec"]  # pod IPs for client-side balancing
+    assert headless["clusterIP"] == "None" and headless["selector"] == service["selector"]
+    assert [(p["targetPort"], p["port"]) for p in headless["ports"]] == [("grpc", names["grpc"])]
     assert k8s["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
     target = k8s["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
