@@ -14,6 +14,7 @@ Every option can also be set as a `CLFBATCH_<OPTION>` variable (`batch.options`)
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -204,6 +205,9 @@ def main() -> None:
     """Console entry point (`clfbatch`)."""
     # gRPC's own INFO lines (a failed TLS handshake) would bury our one-line error message.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    # Ctrl-C / SIGINT interrupts a run (exit 130, only `.partial` left) even when a shell started
+    # us with SIGINT ignored (a background job of a script), as for `watch` and `clfserve`.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     app()
 
 

@@ -227,13 +227,16 @@ def test_ctrl_c_leaves_no_complete_report(
     """SIGINT mid-run: exit 130, "interrupted", only `<report>.partial` left behind.
 
     The run classifies through a real in-process clfserve whose model call is held, so the
-    interrupt lands while the run is provably in flight (no timing assumption either way)."""
+    interrupt lands while the run is provably in flight (no timing assumption either way). It
+    starts with SIGINT ignored, as a shell starts a script's background job: clfbatch must
+    still stop on it."""
     folder, _ = rgb_folder
     recording = Recording(gate_open=False)
     server = ServerThread(make_settings(model_repository), recording.load).start()
     report = tmp_path / "run.csv"
     process = subprocess.Popen(
         [
+            "bash", "-c", 'trap "" INT; exec "$@"', "clfbatch",
             sys.executable, "-m", "batch", "run", folder, "--model", "rgb",
             "--server", server.target, "--out", report, "--batch-size", "1", "--workers", "1",
         ],
