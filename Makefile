@@ -27,10 +27,10 @@ lock: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
-# Serial: `pytest -n 2` (pytest-xdist) takes 9.5 min instead of 15, but two load-sensitive
-# tests flaked under it (docs/testing.md).
+# Two pytest-xdist workers: about 10.5 min instead of 16-17 serially (docs/testing.md).
+# `make test PYTEST_ARGS="-n 0"` runs it serially, `PYTEST_ARGS="-k watch"` narrows it.
 test: $(STAMP) protos-check lint typecheck
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 # The whole suite under coverage: per-module branch coverage of serve/ and batch/ (generated
 # protobuf code excluded; clfserve/clfbatch subprocesses included), then the total.
