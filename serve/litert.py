@@ -29,12 +29,9 @@ def chunk_sizes(size: int) -> list[int]:
     """The calls a batch of `size` images runs as: itself up to EXACT_SIZES, else powers of two,
     largest first, then a remainder of at most EXACT_SIZES (37 -> [32, 5], 24 -> [16, 8])."""
     chunks = []
-    power = 1 << max(0, size.bit_length() - 1)
     while size > EXACT_SIZES:
-        while power > size:
-            power >>= 1
-        chunks.append(power)
-        size -= power
+        chunks.append(1 << (size.bit_length() - 1))  # the largest power of two <= size
+        size -= chunks[-1]
     if size:
         chunks.append(size)
     return chunks
