@@ -77,6 +77,15 @@ class Daemon:
             sys.exit(f"bench-watch: the daemon exited {self.process.returncode}")
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class ReportTail:
     """Reads rows as they are appended; remembers when each path's row was first readable."""
 
@@ -171,11 +180,13 @@ def main() -> None:
         log = args.log or scratch / "log"
         daemon = Daemon(inbox, out, chosen + args.daemon_args.split(), log)
         tail = ReportTail(out / "labels.csv")
+        cpu_before = cpu_seconds(daemon.process.pid)
         started = time.time()
         for name, _ in files:
             os.rename(stage / name, inbox / name)
         dropped = time.time() - started
         finished = tail.wait(len(files), timeout=1800)
+        cpu_after = cpu_seconds(daemon.process.pid)
         burst_rate = len(files) / (finished - started)
         print(
             f"  watch, burst of {len(files)} (renamed in {dropped:.2f} s): "
@@ -183,6 +194,9 @@ def main() -> None:
             "(goal >= 70%)",
             flush=True,
         )
+        if cpu_before is not None and cpu_after is not None:
+            per_file = (cpu_after - cpu_before) / len(files) * 1000
+            print(f"  daemon CPU during the burst: {per_file:.2f} ms per file", flush=True)
 
         closed: dict[str, float] = {}
         count = int(args.seconds * args.rate)

@@ -1,13 +1,29 @@
 """File-system events: an image written and closed in the inbox wakes the loop and is reported
-as closed; other files are not reported; the observer thread is gone after the `with`."""
+as closed; other files are not reported; folders that appear later are watched (and what they
+already hold noticed); the observer thread is gone after the `with`."""
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from batch.watch.events import EventSource
 from batch.watch.inbox import Inbox
+
+
+def collect_until(
+    events: EventSource, wake: threading.Event, done: Callable[[dict[Path, bool]], bool]
+) -> dict[Path, bool]:
+    """Notices (closed or not) gathered until `done` holds for them; fails after 30 s of quiet."""
+    notices: dict[Path, bool] = {}
+    while not done(notices):
+        assert wake.wait(timeout=30), f"no file event; so far {notices}"
+        wake.clear()
+        for path, closed in events.drain().items():
+            notices[path] = notices.get(path, False) or closed
+    return notices
 
 
 def test_a_closed_image_is_reported_and_wakes_the_loop(tmp_path: Path) -> None:
@@ -19,11 +35,7 @@ def test_a_closed_image_is_reported_and_wakes_the_loop(tmp_path: Path) -> None:
     with EventSource(Inbox(root), wake) as events:
         (root / "notes.txt").write_bytes(b"not an image")
         image.write_bytes(b"x")
-        while not notices.get(image):  # until the close-after-write notice has come
-            assert wake.wait(timeout=30), f"no file event; so far {notices}"
-            wake.clear()
-            for path, closed in events.drain().items():
-                notices[path] = notices.get(path, False) or closed
+        notices = collect_until(events, wake, lambda seen: seen.get(image, False))
     assert set(notices) == {image}
 
 
@@ -36,14 +48,53 @@ def test_reading_and_removing_files_raises_no_notice(tmp_path: Path) -> None:
     old.write_bytes(b"x")
     gone.write_bytes(b"y")
     wake = threading.Event()
-    notices: dict[Path, bool] = {}
     with EventSource(Inbox(root), wake) as events:
         assert old.read_bytes() == b"x"  # open + close without writing
         gone.unlink()
         (tmp_path / "staged.png").write_bytes(b"z")
         (tmp_path / "staged.png").rename(marker)  # a move into the inbox: the last event
-        while marker not in notices:
-            assert wake.wait(timeout=30), f"no file event; so far {notices}"
-            wake.clear()
-            notices.update(events.drain())
+        notices = collect_until(events, wake, lambda seen: marker in seen)
     assert set(notices) == {marker}  # events arrive in order: none came for old or gone
+
+
+def test_a_class_folder_made_after_start_is_watched(tmp_path: Path) -> None:
+    """Without --recursive only class folders count: a `cat/` made later is watched, an `other/`
+    folder is not; the last write, directly in the inbox, marks the end."""
+    root = (tmp_path / "inbox").resolve()
+    root.mkdir()
+    wake = threading.Event()
+    cat, other, marker = root / "cat" / "a.png", root / "other" / "b.png", root / "z.png"
+    with EventSource(Inbox(root, label_dirs={"cat", "dog"}), wake) as events:
+        cat.parent.mkdir()
+        other.parent.mkdir()
+        # the new folder's watch may begin after this write: it is then found by the
+        # folder's own listing, as a file that was already there
+        cat.write_bytes(b"x")
+        notices = collect_until(events, wake, lambda seen: cat in seen)
+        other.write_bytes(b"y")
+        marker.write_bytes(b"z")
+        notices |= collect_until(events, wake, lambda seen: seen.get(marker, False))
+    assert set(notices) == {cat, marker}
+
+
+def test_a_folder_tree_moved_in_is_noticed_with_recursive(tmp_path: Path) -> None:
+    """With --recursive a whole tree moved in counts (its files were there before any watch),
+    and files written later deep inside it too; the excluded output folder never does."""
+    root = (tmp_path / "inbox").resolve()
+    out = root / "sorted"
+    out.mkdir(parents=True)
+    staged = tmp_path / "staged"
+    (staged / "deep").mkdir(parents=True)
+    (staged / "one.png").write_bytes(b"1")
+    (staged / "deep" / "two.png").write_bytes(b"2")
+    wake = threading.Event()
+    inbox = Inbox(root, recursive=True, exclude=[out])
+    with EventSource(inbox, wake) as events:
+        os.rename(staged, root / "batch")
+        moved = {root / "batch" / "one.png", root / "batch" / "deep" / "two.png"}
+        notices = collect_until(events, wake, lambda seen: moved <= set(seen))
+        (out / "placed.png").write_bytes(b"mine")  # the daemon's own output: not an arrival
+        later = root / "batch" / "deep" / "three.png"
+        later.write_bytes(b"3")
+        notices |= collect_until(events, wake, lambda seen: seen.get(later, False))
+    assert set(notices) == moved | {later}
