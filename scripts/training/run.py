@@ -20,6 +20,7 @@ from training.checkpoint import run_directory
 from training.data import Split, load_folder, load_keras, validation_split
 from training.export import serving_function, write_version
 from training.fit import FitOptions, fit, predict
+from training.recipe import cpu_flags, training_precision
 from training.task import Architecture, Task
 from training.transfer import copy_backbone
 
@@ -87,7 +88,10 @@ def run(options: RunOptions) -> tuple[Path, Manifest]:
     )
     architecture = options.architecture
     recipe = architecture.recipe
-    keras.mixed_precision.set_global_policy(recipe.precision)
+    precision = training_precision(recipe.precision, cpu_flags())
+    if precision != recipe.precision:
+        print(f"{options.name}: {precision}, this CPU has no native bfloat16", flush=True)
+    keras.mixed_precision.set_global_policy(precision)
     try:
         model = architecture.build(options.preprocessing.input_shape, len(train_all.classes))
         if architecture.prepare is not None:
@@ -154,7 +158,7 @@ def run(options: RunOptions) -> tuple[Path, Manifest]:
             "weights": "best val_accuracy epoch, ties to the lower val_loss"
             if recipe.keep_best
             else "last epoch",
-            "precision": recipe.precision,
+            "precision": precision,
             "epoch_seconds": history["seconds"],
             "train_seconds": round(sum(history["seconds"]), 1),
             "resumed_after_epoch": resumed_after,
