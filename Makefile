@@ -27,12 +27,13 @@ lock: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
-# Two pytest-xdist workers under branch coverage of serve/ and batch/: prints the modules not
-# fully covered and the total (about 15 min; 10.5 with PYTEST_ARGS=--no-cov; docs/testing.md).
-# `make test PYTEST_ARGS="-n 0"` runs it serially, `PYTEST_ARGS="-k watch"` narrows it.
+# The suite on two pytest-xdist workers (about 10 min on 2 cores; docs/testing.md).
+# `make test COVERAGE=1` (what CI runs) adds branch coverage of serve/ and batch/ and prints the
+# modules not fully covered and the total (about 15 min). `make test PYTEST_ARGS="-n 0"` runs
+# it serially, `PYTEST_ARGS="-k watch"` narrows it.
 test: $(STAMP) protos-check lint typecheck
 	rm -f .coverage .coverage.*
-	$(PY) -m pytest -n 2 --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup $(if $(COVERAGE),--cov --cov-report=term:skip-covered) $(PYTEST_ARGS)
 
 # The whole suite under coverage, every module listed: per-module branch coverage of serve/ and
 # batch/ (generated protobuf code excluded; clfserve/clfbatch subprocesses included), the total.

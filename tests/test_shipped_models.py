@@ -2,28 +2,45 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from training.data import find_root, load_split
+from training.data import Split, find_root, load_split
 
 from serve.loader import load
+from serve.manifest import Preprocessing
 from serve.repository import ModelVersion, scan
 from tests.conftest import REPO_ROOT, SHARED_DATASETS
 
 SHIPPED = [v for versions in scan(REPO_ROOT / "trained").values() for v in versions]
 
 
+def task_of(version: ModelVersion) -> str:
+    return str(version.manifest.training.get("task_spec", version.name))
+
+
+@functools.lru_cache(maxsize=1)
+def decoded_test_split(archive: Path, preprocessing: Preprocessing) -> Split:
+    """The decoded test split, kept for the next version of the same task and preprocessing
+    (the versions of one task run in a row on one worker: `xdist_group` below)."""
+    return load_split(find_root(archive) / "test", preprocessing)
+
+
 @pytest.mark.shared
 @pytest.mark.slow
-@pytest.mark.parametrize("version", SHIPPED, ids=lambda v: f"{v.name}-{v.version}")
+@pytest.mark.parametrize(
+    "version",
+    [pytest.param(v, marks=pytest.mark.xdist_group(task_of(v))) for v in SHIPPED],
+    ids=lambda v: f"{v.name}-{v.version}",
+)
 def test_recorded_test_accuracy_is_reproduced(version: ModelVersion):
-    archive = SHARED_DATASETS / f"{version.manifest.training.get('task_spec', version.name)}.tar.gz"
+    archive = SHARED_DATASETS / f"{task_of(version)}.tar.gz"
     if not archive.exists():
         pytest.skip(f"{archive} is absent")
-    test = load_split(find_root(archive) / "test", version.manifest.preprocessing)
+    test = decoded_test_split(archive, version.manifest.preprocessing)
     assert test.classes == version.manifest.classes
     classifier = load(version)
     predicted = np.concatenate(
