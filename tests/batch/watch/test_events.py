@@ -67,8 +67,8 @@ def test_a_class_folder_made_after_start_is_watched(tmp_path: Path) -> None:
     with EventSource(Inbox(root, label_dirs={"cat", "dog"}), wake) as events:
         cat.parent.mkdir()
         other.parent.mkdir()
-        # the new folder's watch may begin after this write: it is then found by the
-        # folder's own listing, as a file that was already there
+        # if the watch on the new folder begins only after this write, the observer's listing
+        # of the new folder still reports the file
         cat.write_bytes(b"x")
         notices = collect_until(events, wake, lambda seen: cat in seen)
         other.write_bytes(b"y")
