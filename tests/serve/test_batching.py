@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import urllib.request
 
 import numpy as np
@@ -27,6 +28,7 @@ class Recorder:
             self.gate.set()
         self.calling = threading.Event()
         self.batches: list[np.ndarray] = []
+        self.threads: list[str] = []  # the thread each call ran in
 
     @property
     def sizes(self) -> list[int]:
@@ -38,6 +40,7 @@ class Recorder:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         self.batches.append(batch.copy())
+        self.threads.append(threading.current_thread().name)
         self.calling.set()
         assert self.gate.wait(60), "the test never opened the gate"
         if self.fail_on is not None and len(self.batches) == self.fail_on:
@@ -50,7 +53,18 @@ def inputs(value: float, n: int = 1) -> np.ndarray:
 
 
 def run(coroutine):
-    return asyncio.run(coroutine)
+    """Run a test's coroutine; an exception raised in any loop callback (the batcher's dispatch
+    or its result callback) fails the test, even where the requests still end up answered."""
+    failures: list[dict[str, object]] = []
+
+    async def guarded():
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: failures.append(context))
+        return await coroutine
+
+    result = asyncio.run(guarded())
+    assert not failures, failures
+    return result
 
 
 async def model_called(model: Recorder) -> None:
@@ -101,11 +115,12 @@ def test_a_lone_request_does_not_wait_for_the_timeout() -> None:
     assert model.sizes == [1]
 
 
-def test_arriving_requests_are_waited_for() -> None:
+@pytest.mark.parametrize("timeout", [3600.0, 1.0])
+def test_arriving_requests_are_waited_for(timeout: float) -> None:
     model = Recorder()
 
     async def main() -> None:
-        batcher = Batcher(model, max_batch_size=8, timeout=3600.0)
+        batcher = Batcher(model, max_batch_size=8, timeout=timeout)
         batcher.start()
         entered, decoded = asyncio.Event(), asyncio.Event()
 
@@ -172,10 +187,11 @@ def test_full_queue_is_resource_exhausted() -> None:
     outcomes = run(main())
     assert [isinstance(o, np.ndarray) for o in outcomes] == [True] * 3 + [False] * 3
     assert all(isinstance(o, ResourceExhausted) for o in outcomes[3:])
+    assert str(outcomes[3]) == "batcher: 2 requests already queued; retry later"
     assert model.values() == [0.0, 1.0, 2.0]
 
 
-def test_model_error_fails_its_batch_only() -> None:
+def test_model_error_fails_its_batch_only(caplog: pytest.LogCaptureFixture) -> None:
     model = Recorder(fail_on=2, gate_open=False)
 
     async def main() -> tuple[list[object], np.ndarray]:
@@ -197,6 +213,10 @@ def test_model_error_fails_its_batch_only() -> None:
     assert all(isinstance(o, ValueError) for o in first[1:])
     assert float(after[0, 0]) == 20.0
     assert model.sizes == [1, 3, 1]
+    (record,) = [r for r in caplog.records if r.name == "serve.batching"]
+    assert record.levelname == "ERROR"
+    assert record.getMessage() == "batcher: model call on a batch of 3 failed"
+    assert record.exc_info is not None and record.exc_info[1] is first[1]
 
 
 def test_cancelled_request_is_skipped() -> None:
@@ -218,6 +238,260 @@ def test_cancelled_request_is_skipped() -> None:
 
     run(main())
     assert model.values() == [1.0, 3.0]
+
+
+def test_a_call_measured_cheap_runs_on_the_loop_and_an_expensive_one_in_the_worker() -> None:
+    """The first call at a batch size goes to the worker thread (nothing measured yet); once a
+    size is measured under `inline` seconds (here half a second: the recorder takes microseconds)
+    its calls run on the loop, other sizes still not."""
+    model = Recorder()
+
+    async def main() -> None:
+        batcher = Batcher(model, max_batch_size=8, timeout=0.0, inline=0.5, name="tiny")
+        batcher.start()
+        try:
+            for _ in range(3):
+                await batcher.predict(inputs(1))
+            await batcher.predict(inputs(1, 2))
+            assert batcher.batches == 4
+        finally:
+            await batcher.close()
+
+    run(main())
+    loop_thread = threading.current_thread().name  # asyncio.run's loop runs in this thread
+    assert model.sizes == [1, 1, 1, 2]
+    assert model.threads[0].startswith("tiny") and model.threads[3].startswith("tiny")
+    assert model.threads[1:3] == [loop_thread, loop_thread]
+
+    never = Recorder()
+
+    async def expensive() -> None:  # inline 0: no call is ever cheap enough
+        batcher = Batcher(never, max_batch_size=8, timeout=0.0, inline=0.0, name="big")
+        batcher.start()
+        try:
+            for _ in range(3):
+                await batcher.predict(inputs(1))
+        finally:
+            await batcher.close()
+
+    run(expensive())
+    assert len(never.threads) == 3 and all(t.startswith("big") for t in never.threads)
+
+
+def test_the_observer_sees_each_batch_and_what_stays_queued() -> None:
+    model = Recorder(gate_open=False)
+    seen: list[tuple[int, int]] = []
+
+    async def main() -> None:
+        batcher = Batcher(
+            model, max_batch_size=4, timeout=0.0, observe=lambda n, queued: seen.append((n, queued))
+        )
+        batcher.start()
+        try:
+            held = asyncio.ensure_future(batcher.predict(inputs(0, 2)))
+            await model_called(model)
+            rest = [asyncio.ensure_future(batcher.predict(inputs(i, 3))) for i in range(1, 4)]
+            await settle()
+            assert batcher.queue_depth == 3
+            model.gate.set()
+            await asyncio.gather(held, *rest)
+            assert batcher.queue_depth == 0
+        finally:
+            await batcher.close()
+
+    run(main())
+    assert seen == [(2, 0), (3, 2), (3, 1), (3, 0)]
+
+
+def test_arriving_is_counted_until_the_request_is_in() -> None:
+    async def main() -> None:
+        batcher = Batcher(Recorder(), timeout=0.0)
+        batcher.start()
+        try:
+            assert batcher.arriving_count == 0
+            with batcher.arriving(), batcher.arriving():
+                assert batcher.arriving_count == 2
+            assert batcher.arriving_count == 0
+            with pytest.raises(ValueError), batcher.arriving():  # a decode that failed
+                raise ValueError("not an image")
+            assert batcher.arriving_count == 0
+        finally:
+            await batcher.close()
+
+    run(main())
+
+
+def test_close_fails_what_is_queued_and_refuses_new_requests() -> None:
+    model = Recorder(gate_open=False)
+
+    async def main() -> None:
+        batcher = Batcher(model, max_batch_size=1, timeout=0.0, name="mnist-v1")
+        with pytest.raises(RuntimeError, match=r"^mnist-v1 is not running$"):
+            await batcher.predict(inputs(1))  # not started
+        batcher.start()
+        held = asyncio.ensure_future(batcher.predict(inputs(1)))
+        await model_called(model)
+        queued = asyncio.ensure_future(batcher.predict(inputs(2)))
+        await settle()
+        closing = asyncio.ensure_future(batcher.close())
+        await settle()
+        with pytest.raises(ResourceExhausted, match=r"^mnist-v1 was shut down$"):
+            await queued
+        model.gate.set()  # the call in progress still finishes
+        assert float((await held)[0, 0]) == 4.0
+        await closing
+        with pytest.raises(RuntimeError, match=r"^mnist-v1 is not running$"):
+            await batcher.predict(inputs(3))
+
+    run(main())
+    assert model.values() == [1.0]
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    batcher = Batcher(Recorder())
+    assert (batcher.max_batch_size, batcher.timeout, batcher.queue_bound) == (32, 0.002, 256)
+    assert (batcher.name, batcher.inline, batcher.batches) == ("batcher", 0.0003, 0)
+
+
+def test_a_full_batch_does_not_wait_for_arrivals() -> None:
+    """Queued requests that already fill `max_batch_size` go to the model at once, though
+    another request is still arriving (it could not join the batch anyway)."""
+    model = Recorder()
+
+    async def main() -> None:
+        batcher = Batcher(model, max_batch_size=4, timeout=3600.0)
+        batcher.start()
+        try:
+            with batcher.arriving():
+                results = await asyncio.wait_for(
+                    asyncio.gather(batcher.predict(inputs(1, 3)), batcher.predict(inputs(2))), 60
+                )
+            assert [len(r) for r in results] == [3, 1]
+        finally:
+            await batcher.close()
+
+    run(main())
+    assert model.sizes == [4]
+
+
+def test_an_arrival_that_never_comes_delays_the_batch_by_the_timeout_only() -> None:
+    """A request still decoding when the timeout ends is not waited for any longer: the timer
+    starts the batch (the clock is not measured, only that the answer comes)."""
+    model = Recorder()
+
+    async def main() -> None:
+        batcher = Batcher(model, max_batch_size=8, timeout=0.01)
+        batcher.start()
+        try:
+            with batcher.arriving():  # held until the first request has its answer
+                answer = await asyncio.wait_for(batcher.predict(inputs(3)), 60)
+            assert float(answer[0, 0]) == 12.0
+        finally:
+            await batcher.close()
+
+    run(main())
+    assert model.sizes == [1]
+
+
+def test_a_cancelled_request_in_the_middle_leaves_room_for_the_next() -> None:
+    model = Recorder(gate_open=False)
+
+    async def main() -> None:
+        batcher = Batcher(model, max_batch_size=4, timeout=0.0)
+        batcher.start()
+        try:
+            held = asyncio.ensure_future(batcher.predict(inputs(0)))
+            await model_called(model)
+            first, doomed, last = (
+                asyncio.ensure_future(batcher.predict(inputs(v))) for v in (1, 2, 3)
+            )
+            await settle()
+            doomed.cancel()
+            await settle()
+            model.gate.set()
+            await asyncio.gather(held, first, last)
+        finally:
+            await batcher.close()
+
+    run(main())
+    assert model.sizes == [1, 2]
+    assert model.values() == [0.0, 1.0, 3.0]
+
+
+def test_a_model_error_on_the_loop_reaches_the_caller() -> None:
+    """Once calls run on the loop (measured cheap), a failing one still fails its request."""
+    model = Recorder(fail_on=3)
+
+    async def main() -> list[object]:
+        batcher = Batcher(model, max_batch_size=8, timeout=0.0, inline=0.5, name="tiny")
+        batcher.start()
+        try:
+            return [
+                await asyncio.gather(batcher.predict(inputs(v)), return_exceptions=True)
+                for v in (1, 2, 3, 4)
+            ]
+        finally:
+            await batcher.close()
+
+    outcomes = [o[0] for o in run(main())]
+    assert [type(o).__name__ for o in outcomes] == ["ndarray", "ndarray", "ValueError", "ndarray"]
+    assert model.threads[2] == threading.current_thread().name  # the failing call was inline
+
+
+def test_a_steady_cheap_model_stays_on_the_loop() -> None:
+    """Every call after the first at one size runs on the loop: the recent cost of a model that
+    takes microseconds stays far under `inline` however many calls it makes."""
+    model = Recorder()
+
+    async def main() -> None:
+        batcher = Batcher(model, max_batch_size=8, timeout=0.0, inline=0.5, name="tiny")
+        batcher.start()
+        try:
+            for _ in range(40):
+                await batcher.predict(inputs(1))
+        finally:
+            await batcher.close()
+
+    run(main())
+    assert model.threads[0].startswith("tiny")
+    assert set(model.threads[1:]) == {threading.current_thread().name}
+
+
+class SlowOnce(Recorder):
+    """A cheap model whose second call takes `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if len(self.batches) == 1:
+            time.sleep(self.seconds)
+        return super().__call__(batch)
+
+
+@pytest.mark.parametrize(("seconds", "third_call_inline"), [(1.0, True), (3.0, False)])
+def test_the_cost_is_a_moving_average_of_recent_calls(
+    seconds: float, third_call_inline: bool
+) -> None:
+    """The cost is 0.8 old + 0.2 new: one call of a second after cheap ones puts it near
+    0.2 s, under `inline` = 0.5 s, so the next call stays on the loop; one of three seconds
+    puts it near 0.6 s and the next call goes to the worker thread."""
+    model = SlowOnce(seconds)
+
+    async def main() -> None:
+        batcher = Batcher(model, max_batch_size=8, timeout=0.0, inline=0.5, name="tiny")
+        batcher.start()
+        try:
+            for _ in range(3):
+                await batcher.predict(inputs(1))
+        finally:
+            await batcher.close()
+
+    run(main())
+    loop_thread = threading.current_thread().name
+    assert model.threads[0].startswith("tiny") and model.threads[1] == loop_thread
+    assert (model.threads[2] == loop_thread) is third_call_inline
 
 
 def _histogram(text: str, name: str) -> tuple[float, float]:
