@@ -78,6 +78,26 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+def one_at_a_time(
+    model: Recorder, requests: list[tuple[float, int]], *, inline: float = 0.5
+) -> list[object]:
+    """Send each (value, images) request after the previous one's answer through a batcher
+    named "tiny" with `inline` seconds; the answers (or errors), in order."""
+
+    async def main() -> list[object]:
+        batcher = Batcher(model, max_batch_size=8, timeout=0.0, inline=inline, name="tiny")
+        batcher.start()
+        try:
+            return [
+                (await asyncio.gather(batcher.predict(inputs(v, n)), return_exceptions=True))[0]
+                for v, n in requests
+            ]
+        finally:
+            await batcher.close()
+
+    return run(main())
+
+
 def test_requests_queued_behind_a_model_call_share_the_next_calls() -> None:
     model = Recorder(gate_open=False)
 
@@ -90,7 +110,9 @@ def test_requests_queued_behind_a_model_call_share_the_next_calls() -> None:
             rest = [asyncio.ensure_future(batcher.predict(inputs(i))) for i in range(1, 30)]
             await settle()
             model.gate.set()
-            return await asyncio.gather(first, *rest)
+            answers = await asyncio.gather(first, *rest)
+            assert batcher.batches == 5  # model calls made
+            return answers
         finally:
             await batcher.close()
 
@@ -204,7 +226,9 @@ def test_model_error_fails_its_batch_only(caplog: pytest.LogCaptureFixture) -> N
             await settle()
             model.gate.set()
             first = await asyncio.gather(held, *doomed, return_exceptions=True)
-            return first, await batcher.predict(inputs(5))
+            after = await batcher.predict(inputs(5))
+            assert batcher.batches == 2  # the failed call is not counted
+            return first, after
         finally:
             await batcher.close()
 
@@ -245,37 +269,16 @@ def test_a_call_measured_cheap_runs_on_the_loop_and_an_expensive_one_in_the_work
     size is measured under `inline` seconds (here half a second: the recorder takes microseconds)
     its calls run on the loop, other sizes still not."""
     model = Recorder()
-
-    async def main() -> None:
-        batcher = Batcher(model, max_batch_size=8, timeout=0.0, inline=0.5, name="tiny")
-        batcher.start()
-        try:
-            for _ in range(3):
-                await batcher.predict(inputs(1))
-            await batcher.predict(inputs(1, 2))
-            assert batcher.batches == 4
-        finally:
-            await batcher.close()
-
-    run(main())
+    answers = one_at_a_time(model, [(1, 1), (1, 1), (1, 1), (1, 2)])
     loop_thread = threading.current_thread().name  # asyncio.run's loop runs in this thread
+    assert [len(a) for a in answers] == [1, 1, 1, 2]
     assert model.sizes == [1, 1, 1, 2]
     assert model.threads[0].startswith("tiny") and model.threads[3].startswith("tiny")
     assert model.threads[1:3] == [loop_thread, loop_thread]
 
     never = Recorder()
-
-    async def expensive() -> None:  # inline 0: no call is ever cheap enough
-        batcher = Batcher(never, max_batch_size=8, timeout=0.0, inline=0.0, name="big")
-        batcher.start()
-        try:
-            for _ in range(3):
-                await batcher.predict(inputs(1))
-        finally:
-            await batcher.close()
-
-    run(expensive())
-    assert len(never.threads) == 3 and all(t.startswith("big") for t in never.threads)
+    one_at_a_time(never, [(1, 1)] * 3, inline=0.0)  # no call is ever cheap enough
+    assert len(never.threads) == 3 and all(t.startswith("tiny") for t in never.threads)
 
 
 def test_the_observer_sees_each_batch_and_what_stays_queued() -> None:
@@ -421,19 +424,7 @@ def test_a_cancelled_request_in_the_middle_leaves_room_for_the_next() -> None:
 def test_a_model_error_on_the_loop_reaches_the_caller() -> None:
     """Once calls run on the loop (measured cheap), a failing one still fails its request."""
     model = Recorder(fail_on=3)
-
-    async def main() -> list[object]:
-        batcher = Batcher(model, max_batch_size=8, timeout=0.0, inline=0.5, name="tiny")
-        batcher.start()
-        try:
-            return [
-                await asyncio.gather(batcher.predict(inputs(v)), return_exceptions=True)
-                for v in (1, 2, 3, 4)
-            ]
-        finally:
-            await batcher.close()
-
-    outcomes = [o[0] for o in run(main())]
+    outcomes = one_at_a_time(model, [(v, 1) for v in (1, 2, 3, 4)])
     assert [type(o).__name__ for o in outcomes] == ["ndarray", "ndarray", "ValueError", "ndarray"]
     assert model.threads[2] == threading.current_thread().name  # the failing call was inline
 
@@ -442,17 +433,7 @@ def test_a_steady_cheap_model_stays_on_the_loop() -> None:
     """Every call after the first at one size runs on the loop: the recent cost of a model that
     takes microseconds stays far under `inline` however many calls it makes."""
     model = Recorder()
-
-    async def main() -> None:
-        batcher = Batcher(model, max_batch_size=8, timeout=0.0, inline=0.5, name="tiny")
-        batcher.start()
-        try:
-            for _ in range(40):
-                await batcher.predict(inputs(1))
-        finally:
-            await batcher.close()
-
-    run(main())
+    one_at_a_time(model, [(1, 1)] * 40)
     assert model.threads[0].startswith("tiny")
     assert set(model.threads[1:]) == {threading.current_thread().name}
 
@@ -478,17 +459,7 @@ def test_the_cost_is_a_moving_average_of_recent_calls(
     0.2 s, under `inline` = 0.5 s, so the next call stays on the loop; one of three seconds
     puts it near 0.6 s and the next call goes to the worker thread."""
     model = SlowOnce(seconds)
-
-    async def main() -> None:
-        batcher = Batcher(model, max_batch_size=8, timeout=0.0, inline=0.5, name="tiny")
-        batcher.start()
-        try:
-            for _ in range(3):
-                await batcher.predict(inputs(1))
-        finally:
-            await batcher.close()
-
-    run(main())
+    one_at_a_time(model, [(1, 1)] * 3)
     loop_thread = threading.current_thread().name
     assert model.threads[0].startswith("tiny") and model.threads[1] == loop_thread
     assert (model.threads[2] == loop_thread) is third_call_inline
