@@ -62,6 +62,10 @@ class Daemon:
         self.process.send_signal(sig)
         try:
             return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:  # say what the daemon was doing when it did not stop
+            raise AssertionError(
+                f"daemon still running {timeout} s after signal {sig}:\n{self.log_text()}"
+            ) from None
         finally:
             self._log_handle.close()
 
