@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import signal
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -38,6 +37,7 @@ from batch.watch.outcome import describe
 from batch.watch.predict import Rows
 from batch.watch.settings import WatchSettings
 from batch.watch.startup import open_work
+from batch.watch.wake import Wake
 from batch.watch.work import BatchWork
 from serve.errors import ServeError
 
@@ -51,8 +51,8 @@ class WatchDaemon:
 
     def __init__(self, settings: WatchSettings) -> None:
         self.settings = settings
-        self.stop = threading.Event()
-        self._wake = threading.Event()
+        self._stopping = False  # a plain flag: the signal handler must take no lock
+        self._wake = Wake()
         self._arrivals = Arrivals(settings.batch_max or 64, settings.batch_wait)
         self._summary_due = False
         self._summary_at = 0.0
@@ -62,8 +62,9 @@ class WatchDaemon:
         self._predicted: Future[Rows] | None = None
 
     def request_stop(self, *_: object) -> None:
-        self.stop.set()
-        self._wake.set()
+        """Finish the batches in hand, then return. Safe in a signal handler: takes no lock."""
+        self._stopping = True
+        self._wake.ring()
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -73,6 +74,7 @@ class WatchDaemon:
         """Watch until stopped. Raises BatchError (and the backends' errors) at start."""
         s = self.settings
         with ExitStack() as stack:
+            stack.callback(self._wake.close)
             worker, inbox = open_work(s, stack)
             size = s.batch_max or preferred_batch_size(worker.backend.preprocessing)
             self._arrivals.batch_max = size
@@ -98,10 +100,16 @@ class WatchDaemon:
             self._pending, self._predicted = [], None
             worker.drop_prefetched()
             self._needs_recovery = True
-            self.stop.wait(self._backoff)
+            self._sleep(self._backoff)
             return False
         self._backoff = 0.0
         return True
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait `seconds`, cut short by a stop request (file events do not cut it short)."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping and (left := deadline - time.monotonic()) > 0:
+            self._wake.wait(left)
 
     def _loop(self, worker: BatchWork, inbox: Inbox) -> None:
         s = self.settings
@@ -115,7 +123,7 @@ class WatchDaemon:
                 worker.backend.version,
                 s.action.value,
             )
-            while not self.stop.is_set():
+            while not self._stopping:
                 if self._needs_recovery:
                     if self._attempt(worker, lambda: self._recover(worker)):
                         self._needs_recovery = False
@@ -139,7 +147,6 @@ class WatchDaemon:
                     continue
                 self._write_summary(worker)
                 self._wake.wait(self._timeout(len(settler), min(next_scan, next_reload)))
-                self._wake.clear()
             if self._pending:  # stopping: the batch already taken in is finished, not dropped
                 self._attempt(worker, lambda: self._step(worker, take=False))
 

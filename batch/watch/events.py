@@ -25,6 +25,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from batch.watch.inbox import Inbox
+from batch.watch.wake import Wake
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,12 @@ class _Handler(FileSystemEventHandler):
 class EventSource:
     """Watchdog's observer feeding (path, closed) notices into a thread-safe buffer.
 
-    `wake` is set on every notice so the main loop can sleep until something happens.
+    `wake` is rung on every notice so the main loop can sleep until something happens.
     If the observer cannot start (inotify limits, an exotic file system) the rescan alone
     carries on, and a warning says so.
     """
 
-    def __init__(self, inbox: Inbox, wake: threading.Event) -> None:
+    def __init__(self, inbox: Inbox, wake: Wake) -> None:
         self._inbox = inbox
         self._wake = wake
         self._lock = threading.Lock()
@@ -74,7 +75,7 @@ class EventSource:
     def put(self, path: Path, *, closed: bool) -> None:
         with self._lock:
             self._notices[path] = self._notices.get(path, False) or closed
-        self._wake.set()
+        self._wake.ring()
 
     def drain(self) -> dict[Path, bool]:
         with self._lock:

@@ -5,22 +5,21 @@ already hold noticed); the observer thread is gone after the `with`."""
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from batch.watch.events import EventSource
 from batch.watch.inbox import Inbox
+from batch.watch.wake import Wake
 
 
 def collect_until(
-    events: EventSource, wake: threading.Event, done: Callable[[dict[Path, bool]], bool]
+    events: EventSource, wake: Wake, done: Callable[[dict[Path, bool]], bool]
 ) -> dict[Path, bool]:
     """Notices (closed or not) gathered until `done` holds for them; fails after 30 s of quiet."""
     notices: dict[Path, bool] = {}
     while not done(notices):
         assert wake.wait(timeout=30), f"no file event; so far {notices}"
-        wake.clear()
         for path, closed in events.drain().items():
             notices[path] = notices.get(path, False) or closed
     return notices
@@ -30,9 +29,8 @@ def test_a_closed_image_is_reported_and_wakes_the_loop(tmp_path: Path) -> None:
     root = tmp_path / "inbox"
     root.mkdir()
     image = root.resolve() / "a.png"
-    wake = threading.Event()
     notices: dict[Path, bool] = {}
-    with EventSource(Inbox(root), wake) as events:
+    with Wake() as wake, EventSource(Inbox(root), wake) as events:
         (root / "notes.txt").write_bytes(b"not an image")
         image.write_bytes(b"x")
         notices = collect_until(events, wake, lambda seen: seen.get(image, False))
@@ -47,8 +45,7 @@ def test_reading_and_removing_files_raises_no_notice(tmp_path: Path) -> None:
     old, gone, marker = (root.resolve() / name for name in ("old.png", "gone.png", "z.png"))
     old.write_bytes(b"x")
     gone.write_bytes(b"y")
-    wake = threading.Event()
-    with EventSource(Inbox(root), wake) as events:
+    with Wake() as wake, EventSource(Inbox(root), wake) as events:
         assert old.read_bytes() == b"x"  # open + close without writing
         gone.unlink()
         (tmp_path / "staged.png").write_bytes(b"z")
@@ -62,9 +59,8 @@ def test_a_class_folder_made_after_start_is_watched(tmp_path: Path) -> None:
     folder is not; the last write, directly in the inbox, marks the end."""
     root = (tmp_path / "inbox").resolve()
     root.mkdir()
-    wake = threading.Event()
     cat, other, marker = root / "cat" / "a.png", root / "other" / "b.png", root / "z.png"
-    with EventSource(Inbox(root, label_dirs={"cat", "dog"}), wake) as events:
+    with Wake() as wake, EventSource(Inbox(root, label_dirs={"cat", "dog"}), wake) as events:
         cat.parent.mkdir()
         other.parent.mkdir()
         # if the watch on the new folder begins only after this write, the observer's listing
@@ -87,9 +83,8 @@ def test_a_folder_tree_moved_in_is_noticed_with_recursive(tmp_path: Path) -> Non
     (staged / "deep").mkdir(parents=True)
     (staged / "one.png").write_bytes(b"1")
     (staged / "deep" / "two.png").write_bytes(b"2")
-    wake = threading.Event()
     inbox = Inbox(root, recursive=True, exclude=[out])
-    with EventSource(inbox, wake) as events:
+    with Wake() as wake, EventSource(inbox, wake) as events:
         os.rename(staged, root / "batch")
         moved = {root / "batch" / "one.png", root / "batch" / "deep" / "two.png"}
         notices = collect_until(events, wake, lambda seen: moved <= set(seen))
