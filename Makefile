@@ -51,6 +51,7 @@ mutation: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check serve batch scripts tests
+	$(PY) -m ruff format --check serve batch scripts tests
 
 typecheck: $(STAMP)
 	$(PY) -m mypy serve batch

@@ -23,9 +23,9 @@ class ModelChoice:
     tls_ca: Annotated[Path | None, Opt("With --server: TLS, trusting this CA (PEM).")] = None
     tls_cert: Annotated[Path | None, Opt("With --server: client certificate (PEM), mTLS.")] = None
     tls_key: Annotated[Path | None, Opt("With --server: the client certificate's key.")] = None
-    token: Annotated[
-        str | None, Opt("With --server: bearer token (prefer CLFBATCH_TOKEN).")
-    ] = field(default=None, repr=False)
+    token: Annotated[str | None, Opt("With --server: bearer token (prefer CLFBATCH_TOKEN).")] = (
+        field(default=None, repr=False)
+    )
     runtime: Annotated[Runtime, Opt("Local model runtime (docs/runtime.md).")] = Runtime.auto
 
     @property

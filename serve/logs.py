@@ -2,6 +2,8 @@
 
     handler.setFormatter(JsonFormatter())
     # {"time": "2026-01-02T03:04:05.678Z", "level": "info", "logger": "serve", "message": "..."}
+
+A traceback, when the record has one, goes in an `exception` key.
 """
 
 from __future__ import annotations

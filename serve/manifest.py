@@ -93,9 +93,7 @@ class Preprocessing:
             raise ManifestError(f"size must be positive, not {self.size}")
         for name in self.filters:
             if name not in FILTERS:
-                raise ManifestError(
-                    f"unknown filter {name!r}; known filters: {', '.join(FILTERS)}"
-                )
+                raise ManifestError(f"unknown filter {name!r}; known filters: {', '.join(FILTERS)}")
 
 
 def _filter_names(value: Any) -> tuple[str, ...]:

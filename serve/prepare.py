@@ -129,9 +129,7 @@ class Preparer:
                 )
             return check_model_input(array, pre.input_shape)[0]
         if array.ndim >= 2 and array.shape[0] * array.shape[1] > self._max_pixels:
-            raise InvalidInput(
-                f"{array.shape[1]}x{array.shape[0]} pixels, over {self._max_pixels}"
-            )
+            raise InvalidInput(f"{array.shape[1]}x{array.shape[0]} pixels, over {self._max_pixels}")
         return preprocess_pixels(array, pre)
 
 

@@ -88,7 +88,9 @@ def leaked_threads(before: set[threading.Thread], *, daemons: bool, wait: float 
     leaked = [
         t
         for t in threading.enumerate()
-        if t not in before and t.is_alive() and (daemons or not t.daemon)
+        if t not in before
+        and t.is_alive()
+        and (daemons or not t.daemon)
         and not t.name.endswith("(_poll_wrapper)")  # grpc.aio's poller: one per process, for good
         and type(t).__name__ != "_DummyThread"  # a C thread (grpc core) that called into Python
     ]

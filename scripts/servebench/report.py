@@ -65,8 +65,12 @@ def print_goals(rows: list[Row], limits: Limits) -> None:
     share = cifar.image_rate / limits["cifar10", max(1, round(cifar.formed))][0]
     _goal(f"cifar10 concurrency 16 >= 90% of the in-process limit at the batch formed "
           f"({cifar.formed:.1f}): {share:.0%}", share >= 0.9)  # fmt: skip
-    below = [f"{r.model}/{r.images}/{r.concurrency}" for r in rows if r.server == "clfserve"
-             and r.outcome.rate < at["naive", r.model, r.images, r.concurrency].outcome.rate]
+    below = [
+        f"{r.model}/{r.images}/{r.concurrency}"
+        for r in rows
+        if r.server == "clfserve"
+        and r.outcome.rate < at["naive", r.model, r.images, r.concurrency].outcome.rate
+    ]
     _goal(f"no scenario below the naive server ({', '.join(below) or 'none'})", not below)
 
 
@@ -77,5 +81,8 @@ def print_overload(outcomes: tuple[Outcome, Outcome]) -> None:
     print(f"overload: concurrency 256 against --queue-bound 64: {heavy.rate:.0f} answered/s, "
           f"p99 of accepted {heavy.p99 * 1e3:.1f} ms, errors {codes}")  # fmt: skip
     _goal("the only errors are RESOURCE_EXHAUSTED", only_exhausted)
-    _goal(f"recovers at once: concurrency 1 right after, {after.rate:.0f} req/s, "
-          f"{sum(after.errors.values())} errors", not after.errors and after.answered > 0)
+    _goal(
+        f"recovers at once: concurrency 1 right after, {after.rate:.0f} req/s, "
+        f"{sum(after.errors.values())} errors",
+        not after.errors and after.answered > 0,
+    )

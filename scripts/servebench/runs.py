@@ -113,8 +113,7 @@ class Bench:
         wanted = {(r.model, 1) for r in rows} | {(r.model, r.images) for r in rows}
         wanted |= {(r.model, max(1, round(r.formed))) for r in rows}
         return {
-            key: self.inprocess(key[0]).measure(key[1], min(seconds, 3.0))
-            for key in sorted(wanted)
+            key: self.inprocess(key[0]).measure(key[1], min(seconds, 3.0)) for key in sorted(wanted)
         }
 
 

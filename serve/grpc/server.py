@@ -51,7 +51,7 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", int(settings.reuse_port or settings.workers > 1)),
-            ]
+            ],
         )
         names: list[str] = []
         for register in protocols:

@@ -3,6 +3,8 @@
     ca = Authority("test CA")
     server = ca.issue("localhost", tmp_path / "server")   # server.cert, server.key: PEM paths
     client = ca.issue("client", tmp_path / "client")
+
+Keys are P-256 (ECDSA); certificates are valid from an hour ago until a day from now.
 """
 
 from __future__ import annotations

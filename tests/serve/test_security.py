@@ -92,9 +92,7 @@ def plain_answer(model_repository: Path, start_server: Callable[..., ServerThrea
 def test_tls_refuses_plaintext_and_answers_as_plaintext_does(
     model_repository: Path, start_server: Callable[..., ServerThread], pki: Pki, plain_answer
 ) -> None:
-    server = ready(
-        start_server(model_repository, tls_cert=pki.server.cert, tls_key=pki.server.key)
-    )
+    server = ready(start_server(model_repository, tls_cert=pki.server.cert, tls_key=pki.server.key))
     with channel(server) as plain:
         assert refused(lambda: classify(plain)).code() == grpc.StatusCode.UNAVAILABLE
     with channel(server, Authority("unrelated CA").pem) as untrusting:
@@ -139,8 +137,10 @@ def test_tokens_on_every_protocol_health_open_failures_counted(
     with channel(server, pki.ca.pem, pki.client) as ch:
         health = health_pb2_grpc.HealthStub(ch)
         wait_for(
-            lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
-            == health_pb2.HealthCheckResponse.SERVING,
+            lambda: (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                == health_pb2.HealthCheckResponse.SERVING
+            ),
             what="SERVING without a token",
         )
         calls: list[Callable[..., object]] = [
@@ -259,15 +259,21 @@ def _config_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     (tmp / "empty.txt").write_text("# no tokens yet\n")
     tls = ["--tls-cert", str(good.cert), "--tls-key", str(good.key)]
     return {
-        "missing key": (["--tls-cert", str(good.cert), "--tls-key", str(tmp / "nope.key")],
-                        "cannot read the TLS key"),
-        "key of another cert": (["--tls-cert", str(good.cert), "--tls-key", str(other.key)],
-                                "does not match the certificate"),
+        "missing key": (
+            ["--tls-cert", str(good.cert), "--tls-key", str(tmp / "nope.key")],
+            "cannot read the TLS key",
+        ),
+        "key of another cert": (
+            ["--tls-cert", str(good.cert), "--tls-key", str(other.key)],
+            "does not match the certificate",
+        ),
         "cert without key": (["--tls-cert", str(good.cert)], "go together"),
         "client CA not a CA": ([*tls, "--tls-client-ca", str(leaf)], "holds no CA certificate"),
         "empty token file": (["--auth-token-file", str(tmp / "empty.txt")], "holds no token"),
-        "missing token file": (["--auth-token-file", str(tmp / "nope.txt")],
-                               "cannot read the auth token file"),
+        "missing token file": (
+            ["--auth-token-file", str(tmp / "nope.txt")],
+            "cannot read the auth token file",
+        ),
     }
 
 

@@ -78,9 +78,11 @@ def test_convert_adds_the_signature_to_an_older_version(tmp_path: Path):
     path, _ = export.write_version(tmp_path, model, _manifest(), HISTORY, tta_flip=False)
     _without_embedding(path)
     images = _images()
-    probabilities = tf.saved_model.load(str(path)).signatures["serving_default"](
-        images=tf.constant(images)
-    )["probabilities"].numpy()
+    probabilities = (
+        tf.saved_model.load(str(path))
+        .signatures["serving_default"](images=tf.constant(images))["probabilities"]
+        .numpy()
+    )
     done = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "convert.py"), str(path)],
         capture_output=True, text=True, timeout=600,
@@ -91,9 +93,11 @@ def test_convert_adds_the_signature_to_an_older_version(tmp_path: Path):
     manifest = read_version("toy", 1, path).manifest
     assert manifest.embedding is not None and manifest.embedding.dimension == 128
     np.testing.assert_allclose(_embed(path, images), _penultimate(model, images), atol=1e-6)
-    after = tf.saved_model.load(str(path)).signatures["serving_default"](
-        images=tf.constant(images)
-    )["probabilities"].numpy()
+    after = (
+        tf.saved_model.load(str(path))
+        .signatures["serving_default"](images=tf.constant(images))["probabilities"]
+        .numpy()
+    )
     np.testing.assert_allclose(after, probabilities, atol=1e-7)
     # The LiteRT artefact was converted again from the new SavedModel (else it would be stale).
     from serve.artefacts import LITERT, saved_model_digest
