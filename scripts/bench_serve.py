@@ -4,13 +4,15 @@
     python scripts/bench_serve.py [--seconds 10]          # `make bench-serve`
     python scripts/bench_serve.py --soak 600              # hot reloads under load, RSS
 
-Starts, one after another on loopback: (a) a bare grpc.aio server answering KServe v2 ModelInfer
-with a fixed output and no model, (b) the naive baseline (sync grpcio, thread pool, one SavedModel
-signature call per request), (c) clfserve. The same load generator (tritonclient's asyncio
-client, FP32 model inputs, its own process) drives each over the scenarios below; then the model
-alone is timed in-process at the batch sizes clfserve formed. It prints images/s, p50/p99, server
-CPU per request and the issue-11 goals as ratios from this run, then an overload run (concurrency
-256 against `--queue-bound 64`). Models: the shipped tutorial versions (mnist 1, cifar10 1).
+Starts on loopback: (a) a bare grpc.aio server answering KServe v2 ModelInfer with a fixed output
+and no model, (b) the naive baseline (sync grpcio, thread pool, one SavedModel signature call per
+request), (c) clfserve. The same load generator (tritonclient's asyncio client, FP32 model inputs,
+its own process) drives each over the scenarios below, the three servers back to back for each
+scenario, `--rounds` times over (each row: the median round; all rounds' rates printed beside
+it); then the model alone is timed in-process at the batch sizes clfserve formed. It prints
+images/s, p50/p99, server CPU per request and the issue-11 goals as ratios from this run, then an
+overload run (concurrency 256 against `--queue-bound 64`). Models: the shipped tutorial versions
+(mnist 1, cifar10 1).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from servebench import load as loadgen  # noqa: E402
-from servebench.report import Row, print_goals, print_overload, print_rows  # noqa: E402
+from servebench.report import print_goals, print_overload, print_rows  # noqa: E402
 from servebench.runs import Bench, overload, soak  # noqa: E402
 
 # (model, images per request, concurrency)
@@ -42,6 +44,7 @@ def main() -> int:
     parser.add_argument("--versions", default="mnist=1,cifar10=1", help="model=version,...")
     parser.add_argument("--seconds", type=float, default=10.0, help="per measurement")
     parser.add_argument("--servers", default="echo,naive,clfserve", help="which to run")
+    parser.add_argument("--rounds", type=int, default=3, help="each point this often (median)")
     parser.add_argument("--serve-args", default="", help="extra clfserve flags, space-separated")
     parser.add_argument("--soak", type=float, metavar="SECONDS", help="soak test instead")
     parser.add_argument("--no-overload", action="store_true", help="skip the overload run")
@@ -72,9 +75,7 @@ def main() -> int:
     if args.soak:
         soak(bench, args.soak)
         return 0
-    rows: list[Row] = []
-    for server in args.servers.split(","):
-        rows += bench.scenarios(server, SCENARIOS, args.seconds)
+    rows = bench.scenarios(args.servers.split(","), SCENARIOS, args.seconds, args.rounds)
     limits = bench.limits(rows, args.seconds)
     print_rows(rows, limits)
     print_goals(rows, limits)

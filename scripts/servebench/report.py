@@ -18,6 +18,7 @@ class Row:
     outcome: Outcome
     cpu_per_request: float  # server CPU seconds
     formed: float  # mean images per model call (clfserve), else images per request
+    rates: tuple[float, ...] = ()  # requests/s of every round (the row is the median one)
 
     @property
     def image_rate(self) -> float:
@@ -27,14 +28,14 @@ class Row:
 def print_rows(rows: list[Row], limits: Limits) -> None:
     print(f"{'server':<9} {'model':<8} {'img/req':>7} {'conc':>4} {'req/s':>7} {'img/s':>8} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'CPU ms/req':>10} {'errors':>6} {'batch':>5} "
-          f"{'limit img/s':>11} {'of limit':>8}")  # fmt: skip
+          f"{'limit img/s':>11} {'of limit':>8}  rounds req/s")  # fmt: skip
     for r in rows:
         limit = limits[r.model, max(1, round(r.formed))][0]
         errors = sum(r.outcome.errors.values())
         print(f"{r.server:<9} {r.model:<8} {r.images:>7} {r.concurrency:>4} {r.outcome.rate:>7.0f} "
               f"{r.image_rate:>8.0f} {r.outcome.p50 * 1e3:>7.2f} {r.outcome.p99 * 1e3:>7.2f} "
               f"{r.cpu_per_request * 1e3:>10.3f} {errors:>6} {r.formed:>5.1f} {limit:>11.0f} "
-              f"{r.image_rate / limit:>8.0%}")  # fmt: skip
+              f"{r.image_rate / limit:>8.0%}  {' '.join(f'{x:.0f}' for x in r.rates)}")  # fmt: skip
     print("in-process limit (SavedModel signature, no server): "
           + ", ".join(f"{m} batch {b}: {rate:.0f} img/s, p50 {p50 * 1e3:.2f} ms"
                       for (m, b), (rate, p50) in sorted(limits.items())))  # fmt: skip

@@ -8,6 +8,7 @@ import socket
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 from servebench.limits import InProcess
@@ -15,6 +16,7 @@ from servebench.load import Load, Outcome, drive
 from servebench.processes import Server, wait_ready
 from servebench.report import Row
 
+Scenario = tuple[str, int, int]  # (model, images per request, concurrency)
 SCRIPT = Path(__file__).resolve().parent.parent / "bench_serve.py"
 ROOT = SCRIPT.parent.parent
 
@@ -83,25 +85,50 @@ class Bench:
         return Server(server, command, port_file, ROOT)
 
     def scenarios(
-        self, server: str, scenarios: list[tuple[str, int, int]], seconds: float
+        self, servers: list[str], scenarios: list[Scenario], seconds: float, rounds: int = 1
     ) -> list[Row]:
-        process = self.start(server, ["--no-watch"] if server == "clfserve" else [])
-        rows = []
+        """Every server started at once (each idle while another is measured); each scenario
+        measured on every server back to back (after a one-second warm-up of each), `rounds`
+        times over. Per server and scenario, the round with the median rate, carrying every
+        round's rate: this machine's speed drifts by tens of percent within minutes, and
+        back-to-back rounds keep the ratios comparable."""
+        processes: dict[str, Server] = {}
+        measured: dict[tuple[str, Scenario], list[Row]] = {}
         try:
-            for model, images, concurrency in scenarios:
-                batched = _batch_totals(self.metrics_port, model) if server == "clfserve" else None
-                cpu = process.cpu_seconds()
-                outcome = drive(self.load(process.target, model, images, concurrency, seconds))
-                cpu = process.cpu_seconds() - cpu
-                formed = float(images)
-                if batched is not None:
-                    after = _batch_totals(self.metrics_port, model)
-                    formed = (after[0] - batched[0]) / max(1.0, after[1] - batched[1])
-                rows.append(Row(server, model, images, concurrency, outcome,
-                                cpu / max(1, outcome.answered), formed))  # fmt: skip
+            for server in servers:
+                extra = ["--no-watch"] if server == "clfserve" else []
+                processes[server] = self.start(server, extra)
+            for scenario in scenarios:  # warm-up, not kept: LiteRT plans a new batch size once
+                for server in servers:
+                    self._measure(server, processes[server], scenario, min(1.0, seconds))
+            for _ in range(rounds):
+                for scenario in scenarios:
+                    for server in servers:
+                        row = self._measure(server, processes[server], scenario, seconds)
+                        measured.setdefault((server, scenario), []).append(row)
         finally:
-            process.stop()
+            for process in processes.values():
+                process.stop()
+        rows = []
+        for server in servers:
+            for scenario in scenarios:
+                runs = sorted(measured[server, scenario], key=lambda r: r.outcome.rate)
+                rates = tuple(r.outcome.rate for r in measured[server, scenario])
+                rows.append(replace(runs[(len(runs) - 1) // 2], rates=rates))
         return rows
+
+    def _measure(self, server: str, process: Server, scenario: Scenario, seconds: float) -> Row:
+        model, images, concurrency = scenario
+        batched = _batch_totals(self.metrics_port, model) if server == "clfserve" else None
+        cpu = process.cpu_seconds()
+        outcome = drive(self.load(process.target, model, images, concurrency, seconds))
+        cpu = process.cpu_seconds() - cpu
+        formed = float(images)
+        if batched is not None:
+            after = _batch_totals(self.metrics_port, model)
+            formed = (after[0] - batched[0]) / max(1.0, after[1] - batched[1])
+        return Row(server, model, images, concurrency, outcome,
+                   cpu / max(1, outcome.answered), formed)  # fmt: skip
 
     def inprocess(self, model: str) -> InProcess:
         if model not in self._inprocess:
