@@ -91,6 +91,7 @@ def test_a_stop_request_at_any_point_of_the_wait_ends_it_without_deadlock(tmp_pa
         daemon = _daemon(tmp_path)
         finished, seen = _sleep_with_a_stop_at_line(daemon, line)
         assert finished, f"request_stop at line event {line} of the wait never returned"
+        daemon._wake.close()  # run() closes it; this daemon never ran
         if seen < line:  # the wait ended before the request: every point has been tried
             break
         assert daemon._stopping
@@ -105,3 +106,4 @@ def test_a_stop_request_cuts_the_backoff_sleep_short(tmp_path: Path) -> None:
     sleeper.start()
     sleeper.join(timeout=60)
     assert not sleeper.is_alive()
+    daemon._wake.close()
