@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 _GENERATED = str(Path(__file__).resolve().parent / "_proto")
-if _GENERATED not in sys.path:
+if _GENERATED not in sys.path:  # pragma: no branch - only this line adds it, once per process
     sys.path.append(_GENERATED)
 
 from clf.v1 import clf_pb2, clf_pb2_grpc  # noqa: E402  (needs the path above)

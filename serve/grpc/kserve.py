@@ -35,7 +35,7 @@ EXTENSIONS = [convert.CLASSIFICATION]
 def _server_version() -> str:
     try:
         return importlib.metadata.version(SERVER_NAME)
-    except importlib.metadata.PackageNotFoundError:
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - needs clfserve uninstalled
         return "unknown"
 
 

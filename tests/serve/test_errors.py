@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -11,11 +12,19 @@ import numpy as np
 import pytest
 
 from serve.client import Client
-from serve.errors import InvalidInput, ModelNotFound, ServerUnavailable, VersionNotFound
+from serve.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ResourceExhausted,
+    ServeError,
+    ServerUnavailable,
+    VersionNotFound,
+)
 from serve.grpc import clf_pb2 as pb
 from serve.grpc import clf_pb2_grpc
 from tests.images import encode, gray_pixels
 from tests.serve.conftest import ServerThread, check_expired_request_never_reaches_model
+from tests.serve.test_http_errors import _Broken
 
 RNG = np.random.default_rng(11)
 PNG = encode(gray_pixels("light", RNG))
@@ -143,7 +152,33 @@ def test_client_raises_domain_errors(strict_server: ServerThread) -> None:
         assert caught.value.index == 2
         with pytest.raises(ModelNotFound):
             client.get_model("nope")
+        with pytest.raises(ResourceExhausted, match="larger than max"):
+            client.classify("gray", [b"\0" * 700_000])  # over the server's 0.5 MiB
         assert client.classify("gray", [PNG]).version == 1
+
+
+def test_internal_error_is_internal_without_details_and_logged(
+    model_repository: Path,
+    start_server: Callable[..., ServerThread],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = start_server(model_repository, loader=_Broken)
+    public = "internal error (RuntimeError); see the server log"
+    with Client(server.target) as client:
+        client.wait_ready(60)
+        with caplog.at_level(logging.ERROR, logger="serve.grpc.status"):
+            with grpc.insecure_channel(server.target) as channel:
+                stub = clf_pb2_grpc.ClassificationServiceStub(channel)
+                with pytest.raises(grpc.RpcError) as caught:
+                    stub.Classify(request(image(PNG)), timeout=30)
+            with pytest.raises(ServeError) as raised:
+                client.classify("gray", [PNG])
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert caught.value.details() == public
+    assert type(raised.value) is ServeError and str(raised.value) == public
+    logged = [r for r in caplog.records if r.name == "serve.grpc.status"]
+    assert [r.getMessage() for r in logged] == ["internal error"] * 2
+    assert all(r.exc_info and "secret internal detail" in str(r.exc_info[1]) for r in logged)
 
 
 def _classify(channel: grpc.Channel, png: bytes, timeout: float) -> object:

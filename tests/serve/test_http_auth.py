@@ -3,6 +3,7 @@ expected, health open unless --auth-health, counted by reason) and TLS / mutual 
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from collections.abc import Callable
@@ -102,3 +103,26 @@ def test_rotated_certificate_is_used_without_restart(
     assert httpx.get(url, verify=new_ca, timeout=30).json() == {"live": True}
     with pytest.raises(httpx.HTTPError):  # the old certificate is no longer presented
         httpx.get(url, verify=old_ca, timeout=30)
+
+
+def test_unusable_rotated_files_keep_the_old_certificate(
+    model_repository: Path, start_server: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = Authority("clfserve test CA")
+    issued, other = ca.issue("localhost", tmp_path / "first"), ca.issue("localhost", tmp_path / "o")
+    cert, key = tmp_path / "live.crt", tmp_path / "live.key"
+    cert.write_bytes(issued.cert.read_bytes())
+    key.write_bytes(issued.key.read_bytes())
+    server = start_server(model_repository, rest_port=0, tls_cert=cert, tls_key=key)
+    trusted = ssl.create_default_context(cafile=str(ca.write(tmp_path / "ca.pem")))
+    url = rest(server, "https") + "/v2/health/live"
+    assert httpx.get(url, verify=trusted, timeout=30).json() == {"live": True}
+    staged = key.with_suffix(".new")  # half a rotation: a new key, the certificate not yet
+    staged.write_bytes(other.key.read_bytes())
+    os.replace(staged, key)
+    with caplog.at_level(logging.WARNING, logger="serve.http.auth"):
+        answer = httpx.get(url, verify=trusted, timeout=30)
+    assert answer.json() == {"live": True}  # the handshake went on with the old pair
+    warned = [r.getMessage() for r in caplog.records if r.name == "serve.http.auth"]
+    assert warned and all("cannot be used yet; keeping the old" in m for m in warned)
+    assert "does not match the certificate" in warned[0]

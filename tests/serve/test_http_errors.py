@@ -63,6 +63,13 @@ def _binary(data: bytes, size: int) -> dict[str, Any]:
     return {"content": header + data, "headers": {"Inference-Header-Content-Length": length}}
 
 
+def _stray(extra: bytes) -> dict[str, Any]:
+    """A binary-extension body whose input carries JSON data, followed by `extra` bytes."""
+    header = json.dumps(v2([B64])).encode()
+    length = str(len(header))
+    return {"content": header + extra, "headers": {"Inference-Header-Content-Length": length}}
+
+
 GARBAGE = b"not an image"
 CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
     # (case, method, path, httpx arguments, status, words in the error)
@@ -81,6 +88,17 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
     ("v2 not JSON", "POST", "/v2/models/gray/infer", {"content": b"{"}, 400, "not valid JSON"),
     ("v2 no inputs", "POST", "/v2/models/gray/infer", {"json": {}}, 400, "'inputs' list"),
     ("v2 bad base64", "POST", "/v2/models/gray/infer", {"json": v2(["%%%"])}, 400, "base64"),
+    ("v2 bytes not a string", "POST", "/v2/models/gray/infer", {"json": v2([5])}, 400,
+     'expected a base64 string or {"b64": ...}, not 5'),
+    ("v2 no data", "POST", "/v2/models/gray/infer", {"json": v2(None)}, 400,
+     "input 'images' has neither data nor binary_data_size"),
+    ("v2 fp32 not numbers", "POST", "/v2/models/gray/infer",
+     {"json": v2(["x"], "FP32", [1, 1, 1, 1])}, 400, "input 'images': data is not a FP32 array"),
+    ("v2 input without shape", "POST", "/v2/models/gray/infer",
+     {"json": {"inputs": [{"name": "images", "datatype": "BYTES", "data": [B64]}]}}, 400,
+     "malformed inference request: KeyError 'shape'"),
+    ("v2 stray binary data", "POST", "/v2/models/gray/infer", _stray(b"xyz"), 400,
+     "3 bytes of binary data belong to no input"),
     ("v2 bad image", "POST", "/v2/models/gray/infer",
      {"json": v2([B64, base64.b64encode(GARBAGE).decode()], shape=[2])}, 400, "input 1:"),
     ("v2 datatype", "POST", "/v2/models/gray/infer", {"json": v2([1], "INT64")}, 400, "INT64"),
@@ -108,6 +126,15 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
     ("tf signature", "POST", "/v1/models/gray:predict",
      {"json": {"signature_name": "other", "instances": [{"b64": B64}]}}, 400, '"other"'),
     ("tf version text", "GET", "/v1/models/gray/versions/x", {}, 400, "non-negative integer"),
+    ("tf not numeric", "POST", "/v1/models/gray:predict", {"json": {"inputs": [[0.5, "x"]]}},
+     400, "input 'images': not a numeric tensor nor b64 images"),
+    ("tf instances not a list", "POST", "/v1/models/gray:predict",
+     {"json": {"instances": {"b64": B64}}}, 400, "'instances' must be a list"),
+    ("tf instances differ", "POST", "/v1/models/gray:predict",
+     {"json": {"instances": [{"images": {"b64": B64}}, {"pixels": {"b64": B64}}]}}, 400,
+     "instance 1 has inputs ['pixels'], not ['images']"),
+    ("upload version text", "POST", "/v1/models/gray/versions/x/classify", _raw(PNG), 400,
+     "version must be a non-negative integer, not 'x'"),
     ("upload bad image", "POST", "/v1/models/gray/classify",
      {"files": [("a", ("a.png", PNG)), ("b", ("b.png", GARBAGE))]}, 400, "input 1:"),
     ("upload no files", "POST", "/v1/models/gray/classify",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from tests.serve.conftest import (
     check_expired_request_never_reaches_model,
     make_settings,
 )
+from tests.serve.test_http_errors import _Broken
 from tests.serve.test_tfserving import local_probabilities, versioned_server
 from tests.serve.test_tfserving_errors import counter
 
@@ -88,9 +90,21 @@ BAD = [
         INVALID,
         "0..255",
     ),
+    (
+        "UINT8 without rows",
+        infer("UINT8", (1, 784), raw=[bytes(784)]),
+        INVALID,
+        "must be UINT8 [N, H, W(, C)]",
+    ),
     ("negative dimension", infer("BYTES", (-1,), bytes_contents=[PNG]), INVALID, "negative"),
     ("BYTES count", infer("BYTES", (3,), bytes_contents=[PNG]), INVALID, "[N] or [N, 1]"),
     ("raw BYTES truncated", infer(raw=[raw_bytes(PNG)[:-9] + b"\xff" * 4]), INVALID, "BYTES"),
+    (
+        "raw BYTES torn length",
+        infer(raw=[raw_bytes(PNG) + b"\x01\x00"]),
+        INVALID,
+        "truncated BYTES element length",
+    ),
     ("raw count", infer(raw=[raw_bytes(PNG), raw_bytes(PNG)]), INVALID, "raw_input_contents"),
     ("contents and raw", infer(raw=[raw_bytes(PNG)], bytes_contents=[PNG]), INVALID, "both"),
     ("undecodable image", infer("BYTES", (2,), bytes_contents=[PNG, b"junk"]), INVALID, "input 1"),
@@ -228,3 +242,22 @@ def test_expired_request_never_reaches_the_model(
     model_repository: Path, start_server: Callable[..., ServerThread]
 ) -> None:
     check_expired_request_never_reaches_model(start_server, model_repository, _infer)
+
+
+def test_stream_internal_error_is_in_band_logged_and_the_stream_goes_on(
+    model_repository: Path,
+    start_server: Callable[..., ServerThread],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = start_server(model_repository, loader=_Broken)
+    with Client(server.target) as client:
+        client.wait_ready(60)
+    logs = caplog.at_level(logging.ERROR, logger="serve.grpc.kserve")
+    with logs, grpc.insecure_channel(server.target) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        answers = list(stub.ModelStreamInfer(iter([VALID, VALID]), timeout=30))
+    public = "INTERNAL: internal error (RuntimeError); see the server log"
+    assert [a.error_message for a in answers] == [public, public]
+    logged = [r for r in caplog.records if r.name == "serve.grpc.kserve"]
+    assert [r.getMessage() for r in logged] == ["stream request failed"] * 2
+    assert all(r.exc_info and "secret internal detail" in str(r.exc_info[1]) for r in logged)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from tensorflow_serving.apis import (
 )
 
 from serve.client import Client
+from serve.grpc import tfserving_convert as convert
 from serve.loader import load
 from serve.preprocess import preprocess_bytes
 from serve.repository import ModelVersion, resolve
@@ -97,10 +99,14 @@ def test_uint8_pixels_are_preprocessed(predict, server) -> None:
     pixels = np.stack([gray_pixels(label, np.random.default_rng(1)) for label in GRAY_CLASSES])
     with Client(server.target) as native:
         expected = native.classify("gray", list(pixels)).predictions
-    response = predict.Predict(request("gray", tf.make_tensor_proto(pixels)), timeout=30)
-    np.testing.assert_allclose(
-        probabilities(response), np.stack([p.probabilities for p in expected]), atol=1e-5
-    )
+    int_val = tf.make_tensor_proto(pixels)  # as tensor_content; int_val is the other encoding
+    int_val.ClearField("tensor_content")
+    int_val.int_val.extend(pixels.ravel().tolist())
+    for tensor in (tf.make_tensor_proto(pixels), int_val):
+        response = predict.Predict(request("gray", tensor), timeout=30)
+        np.testing.assert_allclose(
+            probabilities(response), np.stack([p.probabilities for p in expected]), atol=1e-5
+        )
 
 
 def test_get_model_metadata(predict) -> None:
@@ -116,6 +122,20 @@ def test_get_model_metadata(predict) -> None:
     assert images.dtype == probs.dtype == types_pb2.DT_FLOAT
     assert [d.size for d in images.tensor_shape.dim] == [-1, 32, 32, 3]
     assert [d.size for d in probs.tensor_shape.dim] == [-1, len(RGB_CLASSES)]
+
+
+def test_metadata_of_a_version_without_embedding_has_one_signature(model_repository) -> None:
+    """A manifest written before embeddings existed: only "serving_default" is listed."""
+    manifest = resolve(model_repository, "gray").manifest
+    assert manifest.embedding is not None
+    listed = {}
+    for case, entry in (("with", manifest.embedding), ("without", None)):
+        plain = dataclasses.replace(manifest, embedding=entry)
+        response = convert.metadata_response("gray", 1, plain, ["signature_def"])
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        assert response.metadata["signature_def"].Unpack(signatures)
+        listed[case] = sorted(signatures.signature_def)
+    assert listed == {"with": ["embedding", "serving_default"], "without": ["serving_default"]}
 
 
 def test_get_model_status(channel: grpc.Channel) -> None:

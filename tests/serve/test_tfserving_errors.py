@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -54,6 +55,14 @@ def short_float_val() -> predict_pb2.PredictRequest:
     tensor.ClearField("tensor_content")
     tensor.float_val.extend([0.5] * 100)
     return message
+
+
+def tensor(dtype: int, shape: list[int], **fields: object) -> tensor_pb2.TensorProto:
+    """A TensorProto as a client may build it by hand (not through tf.make_tensor_proto)."""
+    dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in shape]
+    return tensor_pb2.TensorProto(
+        dtype=dtype, tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims), **fields
+    )
 
 
 def metadata(model: str = "gray", fields: tuple[str, ...] = ("signature_def",)):
@@ -112,6 +121,41 @@ BAD = [
         "input 0",
     ),
     ("float_val count", "Predict", short_float_val(), INVALID, "needs 784"),
+    (
+        "tensor_content not whole floats",
+        "Predict",
+        predict(("images", tensor(types_pb2.DT_FLOAT, [1, 28, 28, 1], tensor_content=b"\0" * 7))),
+        INVALID,
+        "tensor_content is not a whole number",
+    ),
+    (
+        "uint8 int_val over 255",
+        "Predict",
+        predict(("images", tensor(types_pb2.DT_UINT8, [1, 28, 28], int_val=[300] * 784))),
+        INVALID,
+        "DT_UINT8 values must lie in 0..255",
+    ),
+    (
+        "uint8 without rows",
+        "Predict",
+        predict(("images", np.zeros((1, 784), np.uint8))),
+        INVALID,
+        "must be DT_UINT8 [batch, height, width(, channels)]",
+    ),
+    (
+        "strings not a column",
+        "Predict",
+        predict(("images", [[PNG, PNG]])),
+        INVALID,
+        "DT_STRING images must be [N] or [N, 1]",
+    ),
+    (
+        "strings fewer than the shape",
+        "Predict",
+        predict(("images", tensor(types_pb2.DT_STRING, [3], string_val=[PNG]))),
+        INVALID,
+        "has 1 strings; shape [3]",
+    ),
     (
         "int32 tensor",
         "Predict",
