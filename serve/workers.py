@@ -97,6 +97,6 @@ class WorkerProcesses:
         for process in live:
             try:
                 process.wait(grace + 10)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired:  # pragma: no cover - a worker hung past grace + 10 s
                 process.kill()
                 process.wait()

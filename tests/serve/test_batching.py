@@ -350,6 +350,110 @@ def test_close_fails_what_is_queued_and_refuses_new_requests() -> None:
     assert model.values() == [1.0]
 
 
+def test_a_request_cancelled_during_a_failing_call_stays_cancelled() -> None:
+    """The model fails a batch one of whose callers gave up while it ran: the others get the
+    error, the cancelled one is left alone (no error raised in the loop's callback)."""
+    model = Recorder(fail_on=1, gate_open=False)
+
+    async def main() -> None:
+        batcher = Batcher(model, max_batch_size=8, timeout=0.0)
+        batcher.start()
+        try:
+            gave_up, waiting = (asyncio.ensure_future(batcher.predict(inputs(v))) for v in (1, 2))
+            await model_called(model)
+            gave_up.cancel()
+            await settle()
+            model.gate.set()
+            with pytest.raises(ValueError, match="model exploded"):
+                await waiting
+            assert gave_up.cancelled()
+        finally:
+            await batcher.close()
+
+    run(main())
+    assert model.sizes == [2]
+
+
+def test_close_skips_a_queued_request_whose_caller_gave_up() -> None:
+    model = Recorder(gate_open=False)
+
+    async def main() -> None:
+        batcher = Batcher(model, max_batch_size=1, timeout=0.0, name="mnist-v1")
+        batcher.start()
+        held = asyncio.ensure_future(batcher.predict(inputs(1)))
+        await model_called(model)
+        gave_up, queued = (asyncio.ensure_future(batcher.predict(inputs(v))) for v in (2, 3))
+        await settle()
+        gave_up.cancel()
+        await settle()
+        closing = asyncio.ensure_future(batcher.close())
+        await settle()
+        assert queued.done() and not closing.done()  # close waits for the call in progress
+        with pytest.raises(ResourceExhausted, match=r"^mnist-v1 was shut down$"):
+            await queued
+        assert gave_up.cancelled()
+        model.gate.set()
+        assert float((await held)[0, 0]) == 4.0
+        await closing
+
+    run(main())
+    assert model.values() == [1.0]
+
+
+class TimerLoop(asyncio.SelectorEventLoop):
+    """An event loop that keeps every timer it arms, for tests to check they were cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timers: list[asyncio.TimerHandle] = []
+
+    def call_later(self, delay, callback, *args, context=None):  # type: ignore[no-untyped-def]
+        timer = super().call_later(delay, callback, *args, context=context)
+        self.timers.append(timer)
+        return timer
+
+
+def test_close_while_waiting_for_arrivals_cancels_the_wait() -> None:
+    """A batch waiting (up to an hour) for a request still decoding is failed by close, and the
+    wait's timer is cancelled: a closed batcher leaves nothing armed on the loop."""
+
+    async def main() -> list[asyncio.TimerHandle]:
+        batcher = Batcher(Recorder(), max_batch_size=8, timeout=3600.0, name="mnist-v1")
+        batcher.start()
+        with batcher.arriving():
+            waiting = asyncio.ensure_future(batcher.predict(inputs(1)))
+            await settle()
+            await batcher.close()
+        with pytest.raises(ResourceExhausted, match=r"^mnist-v1 was shut down$"):
+            await waiting
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, TimerLoop)
+        return loop.timers
+
+    with asyncio.Runner(loop_factory=TimerLoop) as runner:
+        timers = runner.run(main())
+    assert [timer.cancelled() for timer in timers] == [True]
+
+
+def test_start_twice_keeps_one_worker_thread_and_close_before_start_is_a_no_op() -> None:
+    def workers() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("twice-")]
+
+    async def main() -> None:
+        await Batcher(Recorder(), name="never").close()  # never started: nothing to stop
+        batcher = Batcher(Recorder(), name="twice")
+        batcher.start()
+        batcher.start()
+        try:
+            assert workers() == ["twice-0"]
+            assert float((await batcher.predict(inputs(1)))[0, 0]) == 4.0
+        finally:
+            await batcher.close()
+        assert workers() == []
+
+    run(main())
+
+
 def test_defaults_are_the_documented_ones() -> None:
     batcher = Batcher(Recorder())
     assert (batcher.max_batch_size, batcher.timeout, batcher.queue_bound) == (32, 0.002, 256)

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve.client import Client
+from serve.client import Client, to_input
 from serve.errors import InvalidInput, ModelNotReady, VersionNotFound
 from serve.grpc import clf_pb2 as pb
 from serve.grpc import clf_pb2_grpc
 from serve.loader import load
+from serve.prepare import ImageInput
 from serve.preprocess import preprocess_bytes, preprocess_pixels
 from serve.repository import resolve
 from serve.versions import VersionState
@@ -124,3 +125,9 @@ def test_client_rejects_unknown_input_types(client: Client) -> None:
         client.classify("gray", [123])  # type: ignore[list-item]
     with pytest.raises(InvalidInput):
         client.classify("gray", [np.zeros((5, 5, 1), np.float32)], preprocessed=True)
+
+
+def test_a_path_is_sent_as_the_file_it_names(tmp_path: Path) -> None:
+    png = tmp_path / "digit.png"
+    png.write_bytes(encode(gray_pixels("dark", np.random.default_rng(6))))
+    assert to_input(png) == to_input(str(png)) == ImageInput(png.read_bytes())

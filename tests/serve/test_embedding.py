@@ -4,10 +4,13 @@ the conversion command, for a version exported without the signature."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import shutil
+import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -27,11 +30,15 @@ from tensorflow_serving.apis import (
 from tritonclient.utils import InferenceServerException
 
 from serve.client import Client
+from serve.embedding import EmbeddingNotFound, VersionBatcher
 from serve.errors import ModelNotFound
+from serve.loader import SavedModelClassifier, load
 from serve.manifest import Manifest
+from serve.manifest_entries import Embedding
 from serve.preprocess import preprocess_bytes
 from tests.images import encode, gray_pixels, rgb_pixels
 from tests.serve.conftest import ServerThread, make_settings
+from tests.serve.test_runtime import make_version
 
 RNG = np.random.default_rng(19)
 GRAY = [encode(gray_pixels(label, RNG)) for label in ("dark", "light", "dark")]
@@ -219,3 +226,51 @@ def test_a_version_without_the_signature_is_not_found(server: ServerThread, rest
           "outputs": [{"name": "embedding"}]}  # fmt: skip
     answer = httpx.post(f"http://{rest}/v2/models/old/infer", json=v2, timeout=60)
     assert answer.status_code == 404 and command in answer.json()["error"]
+
+
+def embedders() -> list[str]:
+    """The threads of embedding batchers the tests below open (named after `tiny-v1`)."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("tiny-v1-embed")]
+
+
+def test_a_version_batcher_refuses_a_manifest_without_embedding(tmp_path: Path) -> None:
+    """At once: no embedding batcher is opened and no SavedModel loaded for it."""
+    version = make_version(tmp_path, artefact=True)
+    assert version.manifest.embedding is None
+    batcher = VersionBatcher(load(version, "litert"), version.path, name="tiny-v1")
+
+    async def main() -> None:
+        batcher.start()
+        try:
+            with pytest.raises(EmbeddingNotFound, match=f"scripts/convert.py {version.path}"):
+                await batcher.embed(np.zeros((1, 12, 12, 1), np.float32), version.manifest)
+            assert embedders() == []
+        finally:
+            await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_first_embeddings_on_litert_share_one_tensorflow_batcher(tmp_path: Path) -> None:
+    """Two embedding requests arrive while LiteRT's version still has no embedding batcher: the
+    second waits for the SavedModel the first is loading, and both use the one batcher."""
+    version = make_version(tmp_path, artefact=True)  # its SavedModel has the signature
+    manifest = replace(version.manifest, embedding=Embedding(dimension=4))
+    images = np.random.default_rng(4).random((2, 12, 12, 1), dtype=np.float32)
+    want = SavedModelClassifier(str(version.path), manifest).embed(images)
+    batcher = VersionBatcher(load(version, "litert"), version.path, name="tiny-v1")
+
+    async def main() -> tuple[np.ndarray, np.ndarray]:
+        batcher.start()
+        try:
+            answers = await asyncio.gather(
+                batcher.embed(images[:1], manifest), batcher.embed(images[1:], manifest)
+            )
+            assert embedders() == ["tiny-v1-embed-0"]
+            return answers
+        finally:
+            await batcher.close()
+
+    first, second = asyncio.run(main())
+    np.testing.assert_allclose(np.concatenate([first, second]), want, atol=1e-6)
+    assert embedders() == []

@@ -40,6 +40,18 @@ def test_a_model_that_does_not_fit_the_manifest_is_refused(tiny: Tiny) -> None:
         LiteRTClassifier(model, CLASSES, (28, 28, 1))
 
 
+def test_a_model_with_two_outputs_is_refused() -> None:
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 12, 12, 1], tf.float32)])
+    def two(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"mean": tf.reduce_mean(images, [1, 2]), "max": tf.reduce_max(images, [1, 2])}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([two.get_concrete_function()])
+    with pytest.raises(ValueError, match=r"^expected one input and one output, not 1/2$"):
+        LiteRTClassifier(converter.convert(), CLASSES, (12, 12, 1))
+
+
 def test_bad_batches_are_refused_and_an_empty_one_answered(tiny: Tiny) -> None:
     model, batch, _ = tiny
     classifier = LiteRTClassifier(model, CLASSES, (12, 12, 1), threads=1)

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from serve.client import Client
 from serve.errors import Unauthenticated
-from serve.replicas import channel_target
+from serve.replicas import channel_options, channel_target
 from tests.batch.conftest import cli_env, run_cli, write_rgb_folder
 from tests.serve.conftest import ServerThread, flat_png, metric, wait_for
 from tests.serve.security_certs import Authority
@@ -96,6 +96,20 @@ def test_replica_lists_become_one_grpc_target() -> None:
     for bad in ("127.0.0.1,127.0.0.1:2", "127.0.0.1:1,[::1]:2", "127.0.0.1:1,127.0.0.1:http"):
         with pytest.raises(ValueError):
             Client(bad)
+
+
+def test_unresolvable_replica_names_are_refused() -> None:
+    with pytest.raises(
+        ValueError, match=r"'nowhere\.invalid:1': cannot resolve 'nowhere\.invalid'"
+    ):
+        channel_target("nowhere.invalid:1,127.0.0.1:2")  # .invalid never resolves (RFC 6761)
+
+
+def test_only_a_replica_list_sets_the_authority_tls_checks() -> None:
+    listed = dict(channel_options("localhost:1,127.0.0.1:2", True, 1024))
+    assert listed["grpc.default_authority"] == "localhost:1"
+    named = dict(channel_options("dns:///clfserve:8500", True, 1024))  # gRPC takes it from there
+    assert "grpc.default_authority" not in named and named["grpc.enable_retries"] == 1
 
 
 def test_calls_alternate_over_two_replicas(two_replicas: list[ServerThread]) -> None:

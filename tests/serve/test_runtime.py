@@ -17,14 +17,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve import artefacts
+from serve import artefacts, runtime
 from serve.artefacts import LITERT, LITERT_FILE, saved_model_digest, sha256_bytes, with_litert
 from serve.client import Client
 from serve.litert import LiteRTClassifier
 from serve.loader import SavedModelClassifier, load
 from serve.manifest import Manifest, Preprocessing
+from serve.manifest_entries import Signature
 from serve.repository import MANIFEST_FILE, ModelVersion, read_version
-from serve.runtime import MEASURE_SIZES, TOLERANCE, BySize, check_inputs, measure_sizes
+from serve.runtime import (
+    MEASURE_SIZES,
+    TOLERANCE,
+    BySize,
+    check_inputs,
+    measure_sizes,
+    measured_limit,
+    with_runtime,
+)
 from serve.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -194,6 +203,92 @@ def test_an_artefact_that_disagrees_is_refused(
     assert isinstance(classifier, SavedModelClassifier)
     [warning] = warnings_of(caplog)
     assert "disagrees with the SavedModel" in warning
+
+
+def test_a_recorded_artefact_that_is_no_flatbuffer_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    version = record(make_version(tmp_path), b"not a flatbuffer")  # its checksums are right
+    assert isinstance(load(version, "litert"), SavedModelClassifier)
+    [warning] = warnings_of(caplog)
+    assert f"{version.path / LITERT_FILE} is not a usable LiteRT model" in warning
+
+
+def test_a_failed_conversion_falls_back_and_caches_nothing(
+    tmp_path: Path, private_cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    version = make_version(tmp_path)
+    tensorflow = load(version, "tensorflow")
+    missing = Signature(name="no_such_signature")
+    unconvertible = replace(version, manifest=replace(version.manifest, signature=missing))
+    assert with_runtime(unconvertible, tensorflow, "litert") is tensorflow
+    [warning] = warnings_of(caplog)
+    assert "tiny v1: LiteRT refused, TensorFlow serves it: conversion to LiteRT failed" in warning
+    assert "no_such_signature" in warning
+    assert not list(private_cache.glob(f"*/{LITERT_FILE}"))
+
+
+def test_unknown_runtimes_are_refused_and_tensorflow_is_kept_as_it_is(tmp_path: Path) -> None:
+    version = ModelVersion(
+        "tiny", 1, tmp_path, Manifest("tiny", 1, CLASSES, Preprocessing("grayscale", (12, 12)))
+    )
+    reference = object()
+    with pytest.raises(ValueError, match=r"runtime must be one of .* not 'onnx'"):
+        with_runtime(version, reference, "onnx")  # type: ignore[arg-type]
+    assert with_runtime(version, reference, "tensorflow") is reference  # type: ignore[arg-type]
+
+
+class Clock:
+    """A stand-in for `time.perf_counter` that only the fake models below move."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class Costed:
+    """A model whose call at batch size n takes `seconds(n)` on `clock`; records the sizes."""
+
+    labels: tuple[str, ...] = CLASSES
+    input_shape = (1, 1, 1)
+
+    def __init__(self, clock: Clock, seconds: dict[int, float]) -> None:
+        self.clock, self.seconds, self.sizes = clock, seconds, set[int]()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        self.sizes.add(len(batch))
+        self.clock.now += self.seconds[len(batch)]
+        return np.zeros((len(batch), len(CLASSES)), np.float32)
+
+
+def test_the_measured_limit_stops_at_the_first_loss_and_after_a_slow_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(runtime, "time", clock)
+    sizes = (1, 8, 32)
+    fast = Costed(clock, {1: 0.001, 8: 0.002, 32: 0.05})
+    reference = Costed(clock, {1: 0.002, 8: 0.004, 32: 0.01})
+    assert measured_limit(fast, reference, sizes) == 8  # lost at 32
+    fast = Costed(clock, {1: 0.1, 8: 0.1, 32: 0.1})
+    slow_reference = Costed(clock, {1: 0.2, 8: 0.2, 32: 0.2})  # over MEASURE_SLOWEST at 1
+    assert measured_limit(fast, slow_reference, sizes) == 1
+    assert fast.sizes == slow_reference.sizes == {1}  # larger sizes were not measured
+
+
+def test_auto_keeps_tensorflow_when_litert_is_not_faster_at_batch_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    version = make_version(tmp_path, artefact=True)
+    tensorflow = load(version, "tensorflow")
+    monkeypatch.setattr(runtime, "time", Clock())  # a clock that never moves: every size a tie
+    with caplog.at_level(logging.INFO, logger="serve.runtime"):
+        assert with_runtime(version, tensorflow, "auto") is tensorflow
+    assert "tiny v1: auto: TensorFlow was faster at batch 1; TensorFlow serves it" in [
+        r.getMessage() for r in caplog.records
+    ]
 
 
 def test_a_version_without_artefact_is_converted_into_the_cache_once(

@@ -5,6 +5,7 @@ Certificates are made at test time (`tests.serve.security_certs`); each server i
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -18,11 +19,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
 
-from serve.client import build_request, result_from_response
+from serve.client import Client, build_request, result_from_response
+from serve.errors import Unauthenticated
 from serve.grpc import clf_pb2, clf_pb2_grpc
 from serve.grpc.auth import MESSAGES, check_bearer, load_tokens, parse_tokens
 from serve.metrics import ServeMetrics
 from serve.security import ConfigError, Security
+from serve.tls import Reloader, TlsFiles, check
 from tests.conftest import REPO_ROOT
 from tests.serve.conftest import ServerThread, flat_png, make_settings, metric, wait_for
 from tests.serve.security_certs import Authority, Issued
@@ -190,6 +193,14 @@ def test_auth_health_closes_health_and_reflection(
         assert refused(lambda: list(stream)).code() == grpc.StatusCode.UNAUTHENTICATED
         token = (("authorization", "Bearer s3cret"),)
         health.Check(health_pb2.HealthCheckRequest(), timeout=10, metadata=token)
+    with Client(server.target) as client:
+        with pytest.raises(Unauthenticated):  # at once: waiting for readiness would not help
+            client.wait_ready(30)
+        with pytest.raises(Unauthenticated):
+            client.list_models()
+    with Client(server.target, token="s3cret") as client:
+        client.wait_ready(60)
+        assert {m.name for m in client.list_models()} == {"gray", "rgb"}
 
 
 def test_rotated_certificate_is_used_without_restart(
@@ -214,6 +225,43 @@ def test_rotated_certificate_is_used_without_restart(
         error = refused(lambda: health_pb2_grpc.HealthStub(ch).Check(check, timeout=10))
         assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert server.call(lambda app: app.grpc.tls.reloads) == 1
+
+
+def test_the_reloader_keeps_the_old_files_until_a_rotation_is_complete(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What gRPC asks at each new connection (from its own threads, which coverage cannot see,
+    so here directly): nothing while the files are unchanged or half-rotated, then the new pair."""
+    cert, key = tmp_path / "live.crt", tmp_path / "live.key"
+    cert.write_bytes(pki.server.cert.read_bytes())
+    key.write_bytes(pki.server.key.read_bytes())
+    reloader = Reloader(TlsFiles(cert, key))
+    assert reloader.fetch() is None
+    fresh = Authority("next year's CA").issue("localhost", tmp_path / "fresh")
+
+    def deploy(path: Path, source: Path) -> None:  # as a deployment replaces a file
+        staged = path.with_suffix(".new")
+        staged.write_bytes(source.read_bytes())
+        os.replace(staged, path)
+
+    deploy(key, fresh.key)  # the new key, still beside the old certificate
+    with caplog.at_level(logging.WARNING, logger="serve.tls"):
+        assert reloader.fetch() is None
+    assert "TLS files changed but cannot be used yet; keeping the old" in caplog.text
+    assert "does not match" in caplog.text
+    deploy(cert, fresh.cert)
+    assert reloader.fetch() is not None
+    assert reloader.fetch() is None and reloader.reloads == 1
+
+
+def test_a_client_ca_file_without_a_certificate_inside_is_refused(tmp_path: Path, pki: Pki) -> None:
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text(
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+    )
+    files = TlsFiles(pki.server.cert, pki.server.key, garbage)
+    with pytest.raises(ConfigError, match=f"the client CA file {garbage} is unreadable"):
+        check(files)
 
 
 def test_no_tokens_installs_no_interceptor(tmp_path: Path) -> None:

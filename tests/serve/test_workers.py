@@ -174,3 +174,17 @@ def test_a_worker_whose_parent_is_gone_exits_at_once() -> None:
     assert result.returncode == 1
     assert "the first process (1) has already exited" in result.stderr
     assert "ready" not in result.stdout
+
+
+def test_a_worker_whose_parent_is_alive_carries_on() -> None:
+    """And the variable naming its parent is not passed on to what the worker starts."""
+    code = (
+        "import os; from serve.workers import PARENT_PID_ENV, die_with_parent; "
+        "die_with_parent(); print(os.environ.get(PARENT_PID_ENV))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        cwd=REPO_ROOT, env={**os.environ, "CLF_WORKER_PARENT_PID": str(os.getpid())},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "None\n"
