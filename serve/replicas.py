@@ -22,6 +22,8 @@ import ipaddress
 import json
 import socket
 
+from serve.digits import ascii_digits
+
 __all__ = ["RETRY_ATTEMPTS", "SERVICE_CONFIG", "channel_options", "channel_target"]
 
 RETRY_ATTEMPTS = 3  # the first try and two retries, on other replicas when there are some
@@ -94,7 +96,7 @@ def channel_options(target: str, balanced: bool, message_limit: int) -> list[tup
 def _address(part: str) -> tuple[str, str]:
     """`host:port` -> ("ipv4" or "ipv6", the address as the scheme spells it)."""
     host, sep, port = part.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not ascii_digits(port):
         raise ValueError(f"{part!r}: give each replica as HOST:PORT")
     host = host.removeprefix("[").removesuffix("]")
     try:

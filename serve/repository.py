@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from serve.digits import ascii_digits
 from serve.errors import ManifestError, ModelNotFound, VersionNotFound
 from serve.manifest import Manifest
 from serve.version_labels import pick
@@ -40,7 +41,7 @@ def version_dirs(model_dir: Path) -> list[tuple[int, Path]]:
     """Integer-named sub-directories of one model, oldest first (complete or not)."""
     found = []
     for child in model_dir.iterdir() if model_dir.is_dir() else []:
-        if child.is_dir() and child.name.isdigit():
+        if child.is_dir() and ascii_digits(child.name):
             found.append((int(child.name), child))
     return sorted(found)
 

@@ -37,6 +37,7 @@ from serve.dataplane import (
     ImageInput,
     TensorBatch,
 )
+from serve.digits import ascii_digits
 from serve.errors import InvalidInput
 from serve.grpc.kserve_bytes import join_bytes, split_bytes
 from serve.manifest_entries import Signature
@@ -72,7 +73,7 @@ def version_choice(text: str) -> tuple[int | None, str | None]:
     text = text.strip()
     if not text:
         return None, None
-    if text.lstrip("-").isdigit():
+    if ascii_digits(text.lstrip("-")):
         return int(text), None
     return None, text
 

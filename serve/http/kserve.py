@@ -24,6 +24,7 @@ from aiohttp import web
 from inference import grpc_service_pb2 as pb  # generated; serve.grpc puts it on the path
 
 from serve.dataplane import ClassifyRequest
+from serve.digits import ascii_digits
 from serve.errors import InvalidInput, ServeError
 from serve.grpc import kserve as grpc_kserve
 from serve.grpc import kserve_convert as convert
@@ -69,7 +70,7 @@ def infer_request(body: bytes, header_length: str | None, name: str, version: st
     """The REST body -> (ModelInferRequest, its JSON); raises InvalidInput."""
     binary = b""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not ascii_digits(header_length) or int(header_length) > len(body):
             raise InvalidInput(f"{HEADER_LENGTH} {header_length!r} does not fit the body")
         body, binary = body[: int(header_length)], body[int(header_length) :]
     doc = parse_json(body)

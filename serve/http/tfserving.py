@@ -23,6 +23,7 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2
 
 from serve.dataplane import ClassifyRequest
+from serve.digits import ascii_digits
 from serve.errors import InvalidInput
 from serve.grpc import tfserving_convert as convert
 from serve.grpc.tfserving_status import status_response
@@ -35,7 +36,7 @@ _Choice = tuple[int | None, str | None]
 def _choice(request: web.Request) -> _Choice:
     info = request.match_info
     if "version" in info:
-        if not info["version"].isdigit():
+        if not ascii_digits(info["version"]):
             raise InvalidInput(f"version must be a non-negative integer, not {info['version']!r}")
         return int(info["version"]), None
     return None, info.get("label")

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from serve.dataplane import ClassifyRequest, ImageInput
+from serve.digits import ascii_digits
 from serve.errors import InvalidInput
 from serve.http.app import plane
 
@@ -24,7 +25,7 @@ DEFAULT_TOP_K = 3
 
 def _top_k(request: web.Request) -> int:
     text = request.query.get("top_k", str(DEFAULT_TOP_K))
-    if not text.isdigit() or int(text) < 1:
+    if not ascii_digits(text) or int(text) < 1:
         raise InvalidInput(f"top_k must be a positive integer, not {text!r}")
     return int(text)
 
@@ -33,7 +34,7 @@ def _version(request: web.Request) -> int | None:
     text = request.match_info.get("version")
     if text is None:
         return None
-    if not text.isdigit():
+    if not ascii_digits(text):
         raise InvalidInput(f"version must be a non-negative integer, not {text!r}")
     return int(text)
 

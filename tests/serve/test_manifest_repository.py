@@ -23,7 +23,9 @@ def _version(root: Path, name: str, number: str, manifest: Manifest | None = Non
     path = root / name / number
     path.mkdir(parents=True)
     (path / "saved_model.pb").write_bytes(b"")
-    (manifest or _manifest(int(number) if number.isdigit() else 0)).write(path / "manifest.json")
+    (manifest or _manifest(int(number) if number.isascii() and number.isdigit() else 0)).write(
+        path / "manifest.json"
+    )
     return path
 
 
@@ -175,6 +177,20 @@ def test_bad_artefact_entries_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"signature": "emb"}, r"bad embedding entry: KeyError\('dimension'\)"),
+        ({"dimension": "wide"}, "bad embedding entry: ValueError"),
+        ({"dimension": [64]}, "bad embedding entry: TypeError"),
+        ({"dimension": 0}, "embedding dimension must be positive, not 0"),
+    ],
+)
+def test_bad_embedding_entries_are_refused(entry: dict, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        Manifest.from_dict(_manifest().to_dict() | {"embedding": entry})
+
+
+@pytest.mark.parametrize(
     ("content", "message"),
     [(None, "no manifest.json"), ("{ not json", "unreadable manifest"), ("[1, 2]", "JSON object")],
 )
@@ -189,6 +205,8 @@ def test_scan_finds_complete_integer_versions_only(tmp_path: Path):
     _version(tmp_path, "toy", "1")
     _version(tmp_path, "toy", "10")
     _version(tmp_path, "toy", ".tmp-abc")
+    _version(tmp_path, "toy", "²")  # isdigit() but not a number int() reads
+    _version(tmp_path, "toy", "٣")  # an Arabic-Indic 3: not a version directory either
     (tmp_path / "toy" / "3").mkdir()  # incomplete: no files yet
     broken = _version(tmp_path, "toy", "4")
     (broken / "manifest.json").write_text("{ not json")
