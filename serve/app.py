@@ -98,7 +98,8 @@ class App:
         self._tasks.append(asyncio.create_task(self._lifecycle(), name="lifecycle"))
 
     async def _lifecycle(self) -> None:
-        await self.dataplane.start()
+        while not await self._sync():  # until the first scan succeeds: not ready meanwhile
+            await asyncio.sleep(self.settings.poll_interval)
         await self.grpc.update_health()
         log.info("models loaded: %s", ", ".join(self.dataplane.registry.available_names()))
         self._watch()
@@ -109,10 +110,17 @@ class App:
             while self._dirty.is_set():  # debounce: wait for a burst of events to end
                 self._dirty.clear()
                 await asyncio.sleep(DEBOUNCE)
-            try:
-                await self.dataplane.registry.sync()
-            except Exception:
-                log.exception("repository sync failed; retrying in %.1f s", interval)
+            await self._sync()
+
+    async def _sync(self) -> bool:
+        """One scan of the repository; a failure (EIO on a network mount, say) is logged."""
+        try:
+            await self.dataplane.registry.sync()
+        except Exception:
+            interval = self.settings.poll_interval
+            log.exception("repository sync failed; retrying in %.1f s", interval)
+            return False
+        return True
 
     def _watch(self) -> None:
         root = self.settings.repository
@@ -201,5 +209,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # pragma: no cover - `python -m serve` runs serve/__main__.py
     sys.exit(main())

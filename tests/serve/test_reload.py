@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import shutil
 import threading
 import time
@@ -12,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import serve.registry
 from serve.client import Client
+from serve.repository import complete_versions
 from serve.versions import VersionState
 from tests.images import encode, gray_pixels
-from tests.serve.conftest import ServerThread
+from tests.serve.conftest import ServerThread, flat_png
 
 CLIENTS = 16
 
@@ -152,3 +156,59 @@ def test_broken_versions_fail_visibly_and_old_keeps_serving(
     reasons = {v.version: v.reason for v in info.versions}
     assert reasons[1] == "" and "ManifestError" in reasons[3] and reasons[2]
     assert [v.state for v in info.versions if v.version == 1] == [VersionState.AVAILABLE]
+
+
+def test_a_failed_rescan_is_logged_and_retried(
+    model_repository: Path,
+    start_server: Callable[..., ServerThread],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A rescan the repository's file system fails (EIO, as a network mount can) leaves the
+    loaded versions serving, and the next poll scans again."""
+    server = start_server(model_repository, watch=False, poll_interval=0.2)
+    scans = Counter[str]()
+
+    def flaky(root: Path) -> dict[str, dict[int, Path]]:
+        if not scans["failed"]:
+            scans["failed"] += 1
+            raise OSError(errno.EIO, "Input/output error", str(root))
+        scans["after"] += 1
+        return complete_versions(root)
+
+    with Client(server.target) as client:
+        client.wait_ready(60)
+        with caplog.at_level(logging.ERROR, logger="serve"):
+            monkeypatch.setattr(serve.registry, "complete_versions", flaky)
+            wait_until(lambda: scans["after"] > 0, 60, "a rescan after the failed one")
+        assert client.classify("gray", [flat_png(40)]).version == 1
+    [record] = [r for r in caplog.records if "sync failed" in r.getMessage()]
+    assert (record.name, record.levelname) == ("serve", "ERROR")
+    assert record.getMessage() == "repository sync failed; retrying in 0.2 s"
+    assert record.exc_info is not None and isinstance(record.exc_info[1], OSError)
+
+
+def test_a_failed_first_scan_is_retried_until_the_server_is_ready(
+    model_repository: Path,
+    start_server: Callable[..., ServerThread],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first scan failing (the repository's mount not up yet) does not leave the server
+    not-ready for good: it is logged, and the next poll loads the models."""
+    scans = Counter[str]()
+
+    def flaky(root: Path) -> dict[str, dict[int, Path]]:
+        scans["tried"] += 1
+        if scans["tried"] == 1:
+            raise OSError(errno.EIO, "Input/output error", str(root))
+        return complete_versions(root)
+
+    monkeypatch.setattr(serve.registry, "complete_versions", flaky)
+    with caplog.at_level(logging.ERROR, logger="serve"):
+        server = start_server(model_repository, watch=False, poll_interval=0.2)
+        with Client(server.target) as client:
+            client.wait_ready(60)
+            assert client.classify("gray", [flat_png(40)]).version == 1
+    failures = [r.getMessage() for r in caplog.records if "sync failed" in r.getMessage()]
+    assert failures == ["repository sync failed; retrying in 0.2 s"] and scans["tried"] >= 2
