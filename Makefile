@@ -29,17 +29,17 @@ demo: $(STAMP)
 
 # The suite on two pytest-xdist workers (about 10 min on 2 cores; docs/testing.md).
 # `make test COVERAGE=1` (what CI runs) adds branch coverage of serve/ and batch/ and prints the
-# modules not fully covered and the total (about 15 min). `make test PYTEST_ARGS="-n 0"` runs
-# it serially, `PYTEST_ARGS="-k watch"` narrows it.
+# modules not fully covered with their uncovered lines and branches, and the total (about
+# 15 min). `make test PYTEST_ARGS="-n 0"` runs it serially, `PYTEST_ARGS="-k watch"` narrows it.
 test: $(STAMP) protos-check lint typecheck
 	rm -f .coverage .coverage.*
-	$(PY) -m pytest -n 2 --dist loadgroup $(if $(COVERAGE),--cov --cov-report=term:skip-covered) $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup $(if $(COVERAGE),--cov --cov-report=term-missing:skip-covered) $(PYTEST_ARGS)
 
 # The whole suite under coverage, every module listed: per-module branch coverage of serve/ and
 # batch/ (generated protobuf code excluded; clfserve/clfbatch subprocesses included), the total.
 coverage: $(STAMP)
 	rm -f .coverage .coverage.*
-	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+	$(PY) -m pytest --cov --cov-report=term-missing $(PYTEST_ARGS)
 
 # Mutation score of the pure core modules ([tool.mutmut] in pyproject.toml); not part of CI.
 # Prints killed / survived / "no tests" per module; `mutmut show NAME` shows one mutant.
