@@ -160,6 +160,18 @@ def metric(server: ServerThread, name: str, **labels: str) -> float:
     return 0.0
 
 
+class BrokenClassifier:
+    """A loader whose model loads (labels, input shape) and then fails every call with a
+    message that must never reach a client."""
+
+    def __init__(self, version: ModelVersion) -> None:
+        inner = load(version)
+        self.labels, self.input_shape = inner.labels, inner.input_shape
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        raise RuntimeError("secret internal detail")
+
+
 class Recording:
     """A loader wrapping the real model: records a copy of every batch the server sends it and,
     while `gate` is clear, holds each model call (so requests can be made to queue behind it).

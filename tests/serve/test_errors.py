@@ -23,8 +23,11 @@ from serve.errors import (
 from serve.grpc import clf_pb2 as pb
 from serve.grpc import clf_pb2_grpc
 from tests.images import encode, gray_pixels
-from tests.serve.conftest import ServerThread, check_expired_request_never_reaches_model
-from tests.serve.test_http_errors import _Broken
+from tests.serve.conftest import (
+    BrokenClassifier,
+    ServerThread,
+    check_expired_request_never_reaches_model,
+)
 
 RNG = np.random.default_rng(11)
 PNG = encode(gray_pixels("light", RNG))
@@ -162,7 +165,7 @@ def test_internal_error_is_internal_without_details_and_logged(
     start_server: Callable[..., ServerThread],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = start_server(model_repository, loader=_Broken)
+    server = start_server(model_repository, loader=BrokenClassifier)
     public = "internal error (RuntimeError); see the server log"
     with Client(server.target) as client:
         client.wait_ready(60)

@@ -16,10 +16,16 @@ import numpy as np
 import pytest
 
 from serve.client import Client
-from serve.loader import load
-from serve.repository import ModelVersion
 from tests.images import encode, gray_pixels
-from tests.serve.conftest import Recording, ServerThread, flat_png, make_settings, metric, wait_for
+from tests.serve.conftest import (
+    BrokenClassifier,
+    Recording,
+    ServerThread,
+    flat_png,
+    make_settings,
+    metric,
+    wait_for,
+)
 from tests.serve.test_tfserving import gated_loader
 
 PNG = encode(gray_pixels("dark", np.random.default_rng(3)))
@@ -228,17 +234,8 @@ def test_loading_is_503_then_ready(model_repository: Path, start_server: Start) 
         gate.set()
 
 
-class _Broken:
-    def __init__(self, version: ModelVersion) -> None:
-        inner = load(version)
-        self.labels, self.input_shape = inner.labels, inner.input_shape
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        raise RuntimeError("secret internal detail")
-
-
 def test_internal_error_is_500_without_details(model_repository: Path, start_server: Start) -> None:
-    server = start_server(model_repository, loader=_Broken, rest_port=0)
+    server = start_server(model_repository, loader=BrokenClassifier, rest_port=0)
     with Client(server.target) as client:
         client.wait_ready(60)
     answer = httpx.post(

@@ -17,11 +17,11 @@ from tritonclient.utils import InferenceServerException
 from serve.client import Client
 from tests.images import encode, gray_pixels
 from tests.serve.conftest import (
+    BrokenClassifier,
     ServerThread,
     check_expired_request_never_reaches_model,
     make_settings,
 )
-from tests.serve.test_http_errors import _Broken
 from tests.serve.test_tfserving import local_probabilities, versioned_server
 from tests.serve.test_tfserving_errors import counter
 
@@ -249,7 +249,7 @@ def test_stream_internal_error_is_in_band_logged_and_the_stream_goes_on(
     start_server: Callable[..., ServerThread],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = start_server(model_repository, loader=_Broken)
+    server = start_server(model_repository, loader=BrokenClassifier)
     with Client(server.target) as client:
         client.wait_ready(60)
     logs = caplog.at_level(logging.ERROR, logger="serve.grpc.kserve")
