@@ -83,16 +83,19 @@ class EventSource:
         return notices
 
     def __enter__(self) -> EventSource:
-        observer = Observer()
-        observer.schedule(
-            _Handler(self._inbox, self),
-            str(self._inbox.root),
-            recursive=True,
-            event_filter=_WANTED,
-        )
+        observer = None
         try:
-            observer.start()
+            observer = Observer()  # fails when inotify instances are used up (EMFILE)
+            observer.schedule(
+                _Handler(self._inbox, self),
+                str(self._inbox.root),
+                recursive=True,
+                event_filter=_WANTED,
+            )
+            observer.start()  # fails when inotify watches are used up (ENOSPC)
         except OSError as exc:
+            if observer is not None:
+                observer.stop()  # ends the inotify reader thread `Observer()` started
             log.warning("file events unavailable (%s); relying on the periodic rescan", exc)
             return self
         self._observer = observer

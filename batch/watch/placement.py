@@ -102,6 +102,13 @@ def place(src: Path, dest: Path, action: str, *, tmp_name: str, make_dir: bool =
         os.unlink(src)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # `b` is a symbolic link to nothing
+        return False
+
+
 def _same_content(a: Path, b: Path) -> bool:
     try:
         return filecmp.cmp(a, b, shallow=False)
@@ -143,8 +150,8 @@ def check(src: Path, identity: Identity, dest: Path | None, action: str, tmp_nam
         return State.DONE if ours or action != "move" else State.VANISHED
     if action == "link":
         linked = dest.is_symlink() and Path(os.readlink(dest)) == src.resolve()
-        return State.DONE if linked or os.path.samefile(src, dest) else State.COLLISION
-    if os.path.samefile(src, dest) or _same_content(src, dest):
+        return State.DONE if linked or _same_file(src, dest) else State.COLLISION
+    if _same_file(src, dest) or _same_content(src, dest):
         if action == "move":
             os.unlink(src)  # the crash came between link/copy and unlink
         return State.DONE

@@ -58,7 +58,7 @@ class Predictor:
             wait([self._ahead])  # it may still be taking reads out of the table
             self._ahead = None
         for future in self._reads.values():
-            future.cancel()
+            future.cancel()  # pragma: no cover - left only by a predict that raised part way
         self._reads.clear()
 
     def predict(self, entries: Sequence[Entry]) -> Rows:

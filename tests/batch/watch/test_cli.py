@@ -188,3 +188,14 @@ def test_start_up_errors_exit_2_with_a_clear_message(
         tmp_path / "inbox", "-m", "gray", "--version", "9", "--out", tmp_path / "o", *repo
     )
     assert version.returncode == 2 and "available versions: 1" in version.stderr
+    both = _watch(
+        tmp_path / "inbox", "-m", "gray", "--version", "1", "--version-label", "fast",
+        "--out", tmp_path / "o", *repo,
+    )  # fmt: skip
+    assert both.returncode == 2 and "--version or --version-label, not both" in both.stderr
+    labels = _watch(
+        tmp_path / "inbox", "-m", "gray", "--labels", tmp_path / "truth.csv",
+        "--out", tmp_path / "o", *repo,
+    )  # fmt: skip
+    assert labels.returncode == 2, labels.stderr
+    assert f"labels file {tmp_path / 'truth.csv'} does not exist" in labels.stderr

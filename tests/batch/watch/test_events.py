@@ -1,13 +1,18 @@
 """File-system events: an image written and closed in the inbox wakes the loop and is reported
 as closed; other files are not reported; folders that appear later are watched (and what they
-already hold noticed); the observer thread is gone after the `with`."""
+already hold noticed); the observer thread is gone after the `with`; without inotify the
+source stays empty and the rescan alone finds files."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+import batch.watch.events as events_module
 from batch.watch.events import EventSource
 from batch.watch.inbox import Inbox
 from batch.watch.wake import Wake
@@ -93,3 +98,25 @@ def test_a_folder_tree_moved_in_is_noticed_with_recursive(tmp_path: Path) -> Non
         later.write_bytes(b"3")
         notices |= collect_until(events, wake, lambda seen: seen.get(later, False))
     assert set(notices) == moved | {later}
+
+
+def _no_inotify_instance_left() -> None:
+    raise OSError(errno.EMFILE, "inotify instance limit reached")  # as watchdog's Observer()
+
+
+@pytest.mark.parametrize("cause", ["no watch", "no inotify instance"])
+def test_without_file_events_a_warning_and_nothing_left_running(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, cause: str
+) -> None:
+    """The observer cannot start: no watch can be added (here the inbox is gone; in the field
+    the inotify watch limit) or no inotify instance is left. The daemon goes on with the rescan
+    alone, and no watchdog thread outlives the `with` (the leaked-thread guard checks)."""
+    root = tmp_path / "inbox"
+    if cause == "no inotify instance":
+        root.mkdir()
+        monkeypatch.setattr(events_module, "Observer", _no_inotify_instance_left)
+    with Wake() as wake, EventSource(Inbox(root), wake) as events:
+        if root.is_dir():
+            (root / "a.png").write_bytes(b"x")
+        assert events.drain() == {} and not wake.wait(timeout=0)
+    assert "file events unavailable" in caplog.text

@@ -1,12 +1,20 @@
 """Which inbox paths the daemon takes, their true labels, and when a file counts as settled.
 
-Settle times are either 0 or an hour, so no assertion depends on how fast the machine is."""
+Settle times are either 0 or an hour (passed on a fake clock), so no assertion depends on how
+fast the machine is."""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
+
+import batch.watch.inbox as inbox_module
 from batch.fsutil import identity_of
 from batch.watch.inbox import Inbox, Settler, is_temporary
 
@@ -89,3 +97,40 @@ def test_settler_forgets_files_that_go_away_or_are_not_regular(tmp_path: Path) -
     os.mkfifo(fifo)
     settler.note(fifo, closed=True)
     assert settler.ready() == [] and len(settler) == 0
+
+
+def test_a_folder_removed_during_a_scan_is_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "inbox"
+    for name in ("a/1.png", "b/2.png", "c/3.png"):
+        _touch(root / name)
+    inbox = Inbox(root, recursive=True)
+    found = []
+    with caplog.at_level(logging.DEBUG, logger=inbox_module.__name__):
+        for path in inbox.scan():
+            found.append(inbox.relative(path))
+            if path.name == "1.png":
+                shutil.rmtree(root / "b")  # the walk has listed it, the scan not yet
+    assert found == ["a/1.png", "c/3.png"]
+    assert f"cannot list {inbox.root / 'b'}" in caplog.text
+
+
+def test_a_file_changed_while_it_settles_waits_the_settle_time_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No close event (the writer keeps it open, or the events were lost): the file is ready
+    only once its size and mtime held for a whole settle time, measured from its last change."""
+    clock = SimpleNamespace(now=0.0)
+    fake_time = SimpleNamespace(monotonic=lambda: clock.now, time_ns=time.time_ns)
+    monkeypatch.setattr(inbox_module, "time", fake_time)
+    path = _touch(tmp_path / "a.png", b"first half")
+    settler = Settler(settle=3600)
+    settler.note(path)
+    path.write_bytes(b"first half, second half")  # no notice of this write
+    clock.now += 3600
+    assert settler.ready() == [] and len(settler) == 1  # changed: the wait starts again
+    clock.now += 3599
+    assert settler.ready() == []
+    clock.now += 1
+    assert settler.ready() == [(path, identity_of(path.stat()))] and len(settler) == 0

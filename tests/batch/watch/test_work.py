@@ -3,7 +3,10 @@ would stop it) and a fresh worker on the same journal, report and folders finish
 
 from __future__ import annotations
 
+import csv
 import os
+import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +21,12 @@ from batch.watch.journal import Journal
 from batch.watch.predict import VANISHED_ERROR
 from batch.watch.report import AppendReport
 from batch.watch.work import BatchWork
-from tests.batch.watch.helpers import assert_exactly_once, image_bytes, report_rows
+from tests.batch.watch.helpers import (
+    assert_exactly_once,
+    image_bytes,
+    placed_files,
+    report_rows,
+)
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +100,14 @@ def test_killed_after_seen(setup: Setup) -> None:
     setup.check()
 
 
+def test_killed_after_classifying_before_any_folder_was_made(setup: Setup) -> None:
+    worker = setup.worker()
+    worker.classify(setup.seen(worker))
+    assert not any(p.is_dir() for p in setup.out.iterdir() if p.name != ".clfwatch")
+    setup.restart()
+    setup.check()
+
+
 def test_killed_between_link_and_unlink(setup: Setup) -> None:
     worker = setup.worker()
     entries = setup.seen(worker)
@@ -119,15 +135,24 @@ def test_killed_while_appending_the_rows(setup: Setup, written: str) -> None:
     assert len(rows) == len(setup.originals)
 
 
-def test_a_foreign_file_at_the_planned_name_is_never_overwritten(setup: Setup) -> None:
+@pytest.mark.parametrize("foreign_kind", ["file", "link to nothing"])
+def test_a_foreign_file_at_the_planned_name_is_never_overwritten(
+    setup: Setup, foreign_kind: str
+) -> None:
     worker = setup.worker()
     entries = setup.seen(worker)
     worker.classify(entries)
     foreign = entries[0].dest
     foreign.parent.mkdir(parents=True, exist_ok=True)
-    foreign.write_bytes(b"someone else's file")
+    if foreign_kind == "file":
+        foreign.write_bytes(b"someone else's file")
+    else:
+        foreign.symlink_to(setup.out / "nowhere")
     setup.restart()
-    assert foreign.read_bytes() == b"someone else's file"
+    if foreign_kind == "file":
+        assert foreign.read_bytes() == b"someone else's file"
+    else:
+        assert foreign.readlink() == setup.out / "nowhere"
     foreign.unlink()  # so that the exactly-once check sees only ours
     rows = setup.check()
     moved = next(r for r in rows if r["path"] == entries[0].rel)
@@ -150,10 +175,31 @@ def test_a_file_rewritten_after_it_was_seen_is_taken_again_as_new(setup: Setup) 
     assert next(r for r in rows if r["path"] == target.name)["error"].startswith("cannot decode")
 
 
-def test_a_file_removed_by_someone_else_gets_an_error_row(setup: Setup) -> None:
+def test_a_file_rewritten_after_it_was_classified_is_taken_again_as_new(setup: Setup) -> None:
+    """Killed after classifying, and the file rewritten before the restart: the stored
+    classification is not for this version, so it is not placed but superseded."""
     worker = setup.worker()
     entries = setup.seen(worker)
     worker.classify(entries)
+    target = entries[0].source
+    setup.originals[target.name] = b"rewritten: not an image any more"
+    target.write_bytes(setup.originals[target.name])
+    worker = setup.restart()
+    assert target.read_bytes() == setup.originals[target.name]
+    assert worker.journal.unfinished() == []
+    again = setup.seen(worker)  # only the rewritten file is left in the inbox
+    assert [e.rel for e in again] == [target.name]
+    worker.advance(again)
+    rows = setup.check()
+    assert next(r for r in rows if r["path"] == target.name)["error"].startswith("cannot decode")
+
+
+@pytest.mark.parametrize("removed", ["before it was read", "after it was classified"])
+def test_a_file_removed_by_someone_else_gets_an_error_row(setup: Setup, removed: str) -> None:
+    worker = setup.worker()
+    entries = setup.seen(worker)
+    if removed == "after it was classified":
+        worker.classify(entries)
     entries[0].source.unlink()
     del setup.originals[entries[0].rel]
     worker.advance(entries)
@@ -204,3 +250,76 @@ def test_copied_files_are_known_and_never_taken_twice(setup: Setup) -> None:
     worker.advance(setup.seen(worker, action="copy"))
     files = [(path, identity_of(path.stat())) for path in setup.inbox.iterdir()]
     assert worker.journal.known(files) == {path for path, _ in files}
+
+
+def test_a_file_whose_inbox_folder_was_removed_gets_an_error_row(setup: Setup) -> None:
+    worker = setup.worker()
+    folder = setup.inbox / "sub"
+    folder.mkdir()
+    source = folder / "a.png"
+    source.write_bytes(setup.originals["f0.png"])
+    new = NewFile(source, "sub/a.png", identity_of(source.stat()), "move")
+    entries = worker.journal.add_seen([new])
+    worker.classify(entries)
+    shutil.rmtree(folder)
+    worker.advance(entries)
+    (row,) = report_rows(setup.report_path)
+    assert (row["path"], row["error"], row["new_path"]) == ("sub/a.png", VANISHED_ERROR, "")
+    assert worker.journal.unfinished() == []
+
+
+def test_action_none_reports_each_file_and_leaves_it_where_it_is(setup: Setup) -> None:
+    worker = setup.worker()
+    worker.advance(setup.seen(worker, action="none"))
+    rows = report_rows(setup.report_path)
+    assert sorted(row["path"] for row in rows) == sorted(setup.originals)
+    assert all(row["predicted"] and row["new_path"] == "" for row in rows), rows
+    assert not placed_files(setup.out)
+    for name, data in setup.originals.items():
+        assert (setup.inbox / name).read_bytes() == data
+    files = [(path, identity_of(path.stat())) for path in setup.inbox.iterdir()]
+    assert worker.journal.known(files) == {path for path, _ in files}  # never taken again
+
+
+def test_an_append_cut_short_is_cut_back_when_the_same_process_retries(setup: Setup) -> None:
+    """A full disk stops the append of a batch's rows part way; the daemon retries from the
+    journal without a restart (so the report's torn tail was not repaired at open)."""
+    worker = setup.worker()
+    entries = setup.seen(worker)
+    worker.classify(entries)
+    worker.place(entries)
+    header = setup.report_path.read_text()
+    rows = [e.row for e in entries]
+    with setup.report_path.open("a") as handle:
+        handle.write(rows[0] + rows[1][: len(rows[1]) // 2])  # a row and half of the next
+    worker.advance(worker.journal.unfinished())
+    assert setup.report_path.read_text() == header + "".join(rows)
+    setup.check()
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["same process", "after a restart"])
+def test_a_report_rotated_away_before_the_rows_were_appended(setup: Setup, restart: bool) -> None:
+    """The report is moved away (logrotate) after a batch was placed and before its rows were
+    appended: a new report gets them, and the journal the offsets where they now are (which
+    tell a later recovery whether they were written)."""
+    worker = setup.worker()
+    entries = setup.seen(worker)
+    done, pending = entries[:2], entries[2:]
+    worker.advance(done)
+    worker.classify(pending)
+    worker.place(pending)
+    rotated = setup.report_path.rename(setup.report_path.with_name("labels.csv.1"))
+    if restart:
+        worker = setup.worker()
+        worker.advance(worker.journal.unfinished())
+    else:
+        worker.report_rows(pending)
+    assert [row["path"] for row in report_rows(rotated)] == [e.rel for e in done]
+    assert [row["path"] for row in report_rows(setup.report_path)] == [e.rel for e in pending]
+    data = setup.report_path.read_bytes()
+    with sqlite3.connect(worker.journal.path) as db:
+        offsets = dict(db.execute("SELECT rel, report_offset FROM files").fetchall())
+    for entry in pending:
+        line = data[offsets[entry.rel] :].split(b"\n", 1)[0].decode()
+        assert next(csv.reader([line]))[1] == entry.rel, (entry.rel, line)
+    assert worker.journal.unfinished() == []
