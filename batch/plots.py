@@ -17,7 +17,7 @@ def plot_curves(history: Mapping[str, Sequence[float]], path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for key, style in ((metric, "-"), (f"val_{metric}", "--")):
-            if key in history:
+            if key in history:  # pragma: no branch - training always holds out a validation split
                 epochs = np.arange(1, len(history[key]) + 1)
                 axis.plot(epochs, history[key], style, label=key)
         axis.set_xlabel("epoch")

@@ -14,12 +14,13 @@ import pytest
 from PIL import Image
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
+from serve.client import Client
 from serve.loader import load
 from serve.preprocess import preprocess_bytes
 from serve.repository import resolve
 from tests.batch.conftest import cli_env, run_cli
 from tests.images import RGB_CLASSES, encode, gray_pixels
-from tests.serve.conftest import Recording, ServerThread, make_settings
+from tests.serve.conftest import BrokenClassifier, Recording, ServerThread, make_settings
 
 pytestmark = pytest.mark.slow  # each run starts Python + TensorFlow (~5 s)
 
@@ -193,6 +194,65 @@ def test_bad_model_version_or_labels_exit_2(
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert not list(tmp_path.glob("*.csv*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--embeddings", "v.npy", "--engine", "ray"], "--embeddings works with --engine local"),
+        (["--out", Path("nowhere", "r.csv")], "cannot write the report: nowhere is not a folder"),
+    ],
+)
+def test_outputs_that_cannot_be_written_exit_2_before_the_model_loads(
+    model_repository: Path,
+    rgb_folder: tuple[Path, dict[str, str]],
+    tmp_path: Path,
+    args: list[str | Path],
+    message: str,
+) -> None:
+    folder, _ = rgb_folder
+    result = run_cli(
+        "run", folder, "--model", "rgb", "--repository", model_repository, *args, cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"clfbatch: {message}" in result.stderr
+    assert not list(tmp_path.glob("*.csv*")) and not list(tmp_path.glob("v.*"))
+
+
+def test_a_model_that_cannot_be_loaded_exit_2(
+    repository_copy: Path, rgb_folder: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """The manifest reads, the SavedModel does not: TensorFlow's own error, in one line."""
+    folder, _ = rgb_folder
+    (repository_copy / "rgb" / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    result = run_cli("run", folder, "--model", "rgb", "--repository", repository_copy, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    line = next(line for line in result.stderr.splitlines() if line.startswith("clfbatch:"))
+    assert line.startswith("clfbatch: cannot load model 'rgb': ") and "saved_model.pb" in line
+    assert not list(tmp_path.glob("*.csv*"))
+
+
+def test_a_server_failing_mid_run_exit_3_leaving_only_the_partial_report(
+    model_repository: Path, rgb_folder: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """The server describes the model, then fails every classify call."""
+    folder, _ = rgb_folder
+    report = tmp_path / "run.csv"
+    server = ServerThread(make_settings(model_repository), BrokenClassifier).start()
+    try:
+        with Client(server.target) as client:
+            client.wait_ready(60)
+        result = run_cli(
+            "run", folder, "--model", "rgb", "--server", server.target, "--out", report,
+            cwd=tmp_path,
+        )  # fmt: skip
+    finally:
+        server.stop()
+    assert result.returncode == 3, result.stderr
+    assert f"; incomplete rows left in {report}.partial" in result.stderr
+    assert "secret internal detail" not in result.stderr
+    assert not report.exists() and (tmp_path / "run.csv.partial").exists()
+    assert not list(tmp_path.glob("run.summary*"))
 
 
 def test_missing_or_empty_folder_exit_2(model_repository: Path, tmp_path: Path) -> None:

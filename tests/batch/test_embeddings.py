@@ -8,12 +8,16 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from batch.backends import ServerAccess
+from batch.embeddings import NpyStream, open_recorder
+from batch.errors import EXIT_USAGE, BatchError
 from serve.manifest import Manifest
 from serve.preprocess import preprocess_bytes
 from tests.batch.conftest import run_cli
@@ -104,3 +108,46 @@ def test_a_version_without_the_signature_names_the_conversion(
     assert done.returncode == 2, done.stderr
     assert "scripts/convert.py" in done.stderr and "embedding" in done.stderr
     assert not out.exists() and not (tmp_path / "r.csv").exists()
+
+
+def test_a_local_version_without_the_signature_names_the_conversion(
+    repository_copy: Path, folder: Path, tmp_path: Path
+) -> None:
+    strip_embedding(repository_copy / "rgb" / "1")
+    out = tmp_path / "none.npy"
+    done = run_cli(
+        "run", folder, "--model", "rgb", "--repository", repository_copy, "--runtime",
+        "tensorflow", "--out", tmp_path / "r.csv", "--embeddings", out, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "has no embedding signature" in done.stderr and "scripts/convert.py" in done.stderr
+    assert not list(tmp_path.glob("none.*")) and not list(tmp_path.glob("r.csv*"))
+
+
+def test_a_bad_embeddings_file_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    taken = tmp_path / "taken.npy"
+    taken.write_bytes(b"an earlier run's vectors")
+    refusals = {
+        tmp_path / "vectors.txt": "the file must end in .npy",
+        tmp_path / "nowhere" / "vectors.npy": "nowhere is not a folder",
+        taken: "taken.npy exists; pass --force to overwrite it",
+    }
+    backend = SimpleNamespace(model="rgb", version=1)  # never called: FILE is checked first
+    for out, message in refusals.items():
+        with pytest.raises(BatchError, match=message) as refused:
+            open_recorder(backend, out, repository=tmp_path, server=None, access=ServerAccess())
+        assert refused.value.code == EXIT_USAGE
+    assert taken.read_bytes() == b"an earlier run's vectors"
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.npy"]
+
+
+def test_a_stream_closed_before_commit_leaves_its_rows_in_the_partial_file(
+    tmp_path: Path,
+) -> None:
+    """What a failed or interrupted run leaves: the rows so far on disk, no FILE.npy."""
+    stream = NpyStream(tmp_path / "vectors.npy")
+    stream.add(np.ones((2, 3), np.float32))
+    stream.close()
+    stream.close()  # safe twice
+    assert not (tmp_path / "vectors.npy").exists()
+    assert (tmp_path / "vectors.npy.partial").stat().st_size == 128 + 2 * 3 * 4

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from batch.errors import EXIT_USAGE
@@ -52,4 +53,27 @@ def test_an_unknown_layer_lists_the_layers(model_repository: Path, tmp_path: Pat
     assert done.returncode == EXIT_USAGE
     assert "--layer 'nope'" in done.stderr
     assert all(name in done.stderr for name in _conv_layers(model_repository / "rgb" / "1"))
+    assert not (tmp_path / "maps").exists()
+
+
+@pytest.mark.parametrize(
+    ("image", "model", "message"),
+    [
+        ("missing.png", "rgb", "missing.png is not a readable file"),
+        ("broken.png", "rgb", "cannot decode"),
+        ("red.png", "nope", "known models: gray, rgb"),
+    ],
+)
+def test_a_missing_or_broken_image_or_unknown_model_exit_2(
+    model_repository: Path, tmp_path: Path, image: str, model: str, message: str
+) -> None:
+    (tmp_path / "red.png").write_bytes(encode(rgb_pixels("red", np.random.default_rng(4))))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not an image")
+    done = run_cli(
+        "features", tmp_path / image, "--model", model, "--repository", model_repository,
+        "--out", tmp_path / "maps", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == EXIT_USAGE, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("clfbatch: ")]
+    assert len(lines) == 1 and message in lines[0], done.stderr
     assert not (tmp_path / "maps").exists()

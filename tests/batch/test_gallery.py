@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from batch.report import ReportRow, ReportWriter
 from tests.batch.conftest import run_cli, write_rgb_folder
 from tests.images import RGB_CLASSES, encode, rgb_pixels
 
@@ -207,3 +208,19 @@ def test_gallery_of_a_report_whose_images_are_gone_names_them_and_draws_the_rest
         expected = np.asarray(Image.open(tmp_path / "images" / name).convert("RGB"))
         assert np.array_equal(decoded(uri), expected)
     assert_drawn(tmp_path / "images-rgb.gallery.png")
+
+
+def test_gallery_of_a_report_without_a_classified_row_warns_and_draws_nothing(
+    tmp_path: Path,
+) -> None:
+    report = tmp_path / "images-rgb.csv"
+    with ReportWriter(report, RGB_CLASSES) as writer:
+        for name, true in (("blue/a.png", "blue"), ("red/b.png", "red")):
+            writer.write(ReportRow(name, "rgb", 1, true_label=true, error="cannot decode image"))
+        writer.commit()
+    result = run_cli("report", report, "--gallery", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"warning: gallery: {report} has no classified row; no gallery written" in (
+        result.stderr
+    )
+    assert not list(tmp_path.glob("*gallery*"))

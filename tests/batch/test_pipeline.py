@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,24 @@ def test_walk_is_sorted_skips_non_images_and_special_files(tmp_path: Path) -> No
     assert (counts.images, counts.skipped) == (4, 2)  # notes.txt and the FIFO
     flat = [relative for relative, _ in walk_images(tmp_path, recursive=False)]
     assert flat == ["top.webp"]
+
+
+def test_walk_skips_a_folder_that_vanishes_before_it_is_listed(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    for relative in ("a.png", "sub/b.png"):
+        (tmp_path / relative).write_bytes(b"x")
+    walk = walk_images(tmp_path)
+    assert next(walk)[0] == "a.png"
+    shutil.rmtree(tmp_path / "sub")  # seen in its parent's listing, gone before its own
+    assert list(walk) == []
+
+
+def test_walk_counts_an_entry_it_cannot_stat_as_skipped(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"x")
+    os.symlink("loop.png", tmp_path / "loop.png")  # stat(): too many levels of symbolic links
+    counts = WalkCounts()
+    assert [relative for relative, _ in walk_images(tmp_path, counts=counts)] == ["a.png"]
+    assert (counts.images, counts.skipped) == (1, 1)
 
 
 def test_preferred_batch_size_scales_with_input() -> None:

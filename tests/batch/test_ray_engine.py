@@ -204,3 +204,42 @@ def test_engine_ray_without_ray_says_how_to_install_it(
     assert result.returncode == 2, result.stderr
     assert "pip install 'clfserve[ray]'" in result.stderr
     assert not list(tmp_path.glob("*.csv*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("--server", "127.0.0.1:8500"), 2, "--engine ray loads the model from --repository"),
+        (("--address", "no-port-here"), 3, "cannot start or reach Ray (no-port-here): "),
+    ],
+)
+def test_engine_ray_with_a_server_or_an_unusable_address_fails_before_any_file(
+    model_repository: Path, tmp_path: Path, args: tuple[str, str], code: int, message: str
+) -> None:
+    folder = tmp_path / "images"
+    write_rgb_folder(folder, per_class=1)
+    result = run_ray_cli(
+        "run", folder, "--model", "rgb", "--repository", model_repository, "--engine", "ray",
+        *args, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == code, result.stderr
+    assert f"clfbatch: {message}" in result.stderr
+    assert not list(tmp_path.glob("*.csv*"))
+
+
+def test_a_model_no_actor_can_load_fails_the_run_with_exit_3(
+    repository_copy: Path, ray_address: str, tmp_path: Path
+) -> None:
+    """This process resolves the version from its manifest; each actor then fails to load the
+    SavedModel. Ray's error ends the run: exit 3, no report."""
+    (repository_copy / "rgb" / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    folder = tmp_path / "images"
+    write_rgb_folder(folder, per_class=1)
+    out = tmp_path / "ray.csv"
+    result = run_ray_cli(
+        "run", folder, *COMMON, "--repository", repository_copy, "--out", out,
+        "--engine", "ray", "--address", ray_address, "--actors", "1", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "clfbatch: Ray failed: " in result.stderr
+    assert not out.exists()

@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from serve.client import Client
+from serve.loader import Classifier, load
+from serve.repository import ModelVersion
 from tests.batch.conftest import cli_env, run_cli
 from tests.images import RGB_CLASSES
+from tests.serve.conftest import ServerThread, make_settings
 
 pytestmark = pytest.mark.slow
 
@@ -134,3 +137,30 @@ def test_unknown_model_or_version_on_the_server_exit_2(
     )
     assert result.returncode == 2, result.stderr
     assert "no version 5" in result.stderr and "available versions: 1" in result.stderr
+
+
+def _rgb_fails_to_load(version: ModelVersion) -> Classifier:
+    if version.name == "rgb":
+        raise OSError("rgb: saved_model.pb is unreadable")
+    return load(version)
+
+
+def test_a_version_that_failed_to_load_on_the_server_exit_3_with_its_reason(
+    model_repository: Path, rgb_folder: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """The server lists rgb with its only version failed (no default version): the run names
+    that version, its state and the server's reason, and writes nothing."""
+    folder, _ = rgb_folder
+    server = ServerThread(make_settings(model_repository), _rgb_fails_to_load).start()
+    try:
+        with Client(server.target) as client:
+            client.wait_ready(60)  # gray loaded; rgb failed
+        result = run_cli("run", folder, "--model", "rgb", "--server", server.target, cwd=tmp_path)
+    finally:
+        server.stop()
+    assert result.returncode == 3, result.stderr
+    assert (
+        f"clfbatch: cannot use clfserve at {server.target}: model 'rgb' version 1 is failed on "
+        "the server: OSError: rgb: saved_model.pb is unreadable"
+    ) in result.stderr
+    assert not list(tmp_path.glob("*.csv*"))
