@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import signal
 import tempfile
 import time
@@ -42,6 +43,19 @@ from batch.report import ReportWriter
 from batch.runner import RunResult, RunSettings, finish_run
 from batch.summary import Tally
 from serve.repository import resolve
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*:")
+
+
+def ray_failure(exc: BaseException) -> str:
+    """One line for a Ray error: the exception a task or actor raised, when Ray's message
+    carries its traceback (an actor that could not load the model: the loader's error, not
+    "The actor died because of an error raised in its creation task"), without colour codes."""
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    raised = [line for line in lines if _RAISED.match(line)]
+    return raised[-1] if raised else (lines[0] if lines else repr(exc))
+
 
 INSTALL_HINT = "--engine ray needs Ray: pip install 'clfserve[ray]'"
 # Fault injection for the tests: the first actor to find this path absent creates it and kills
@@ -165,8 +179,7 @@ class RayEngine:
             try:
                 offsets = _spill(dataset, spill, total, options.quiet)
             except ray.exceptions.RayError as exc:
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-                raise BatchError(f"Ray failed: {message}", EXIT_SERVER) from None
+                raise BatchError(f"Ray failed: {ray_failure(exc)}", EXIT_SERVER) from None
             for row in _in_order(spill, offsets):
                 writer.write(row)
                 tally.add(row)

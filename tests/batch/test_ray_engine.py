@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from batch.ray_engine import ray_failure
 from tests.batch.conftest import cli_env, run_cli, write_rgb_folder
 from tests.images import encode, rgb_pixels
 
@@ -231,7 +232,8 @@ def test_a_model_no_actor_can_load_fails_the_run_with_exit_3(
     repository_copy: Path, ray_address: str, tmp_path: Path
 ) -> None:
     """This process resolves the version from its manifest; each actor then fails to load the
-    SavedModel. Ray's error ends the run: exit 3, no report."""
+    SavedModel. Ray's error ends the run: exit 3, one line naming the loader's error, no
+    report."""
     (repository_copy / "rgb" / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
     folder = tmp_path / "images"
     write_rgb_folder(folder, per_class=1)
@@ -241,5 +243,28 @@ def test_a_model_no_actor_can_load_fails_the_run_with_exit_3(
         "--engine", "ray", "--address", ray_address, "--actors", "1", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 3, result.stderr
-    assert "clfbatch: Ray failed: " in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("clfbatch: Ray")]
+    assert line.startswith("clfbatch: Ray failed: ") and "Cannot parse file" in line, line
+    assert "\x1b" not in line
     assert not out.exists()
+
+
+ACTOR_DIED = (
+    "The actor died because of an error raised in its creation task, "
+    "\x1b[36mray::MapWorker(_Classify).__init__()\x1b[39m (pid=4242, ip=127.0.0.1)\n"
+    '  File "/srv/batch/ray_engine.py", line 90, in __init__\n'
+    "    self.backend = open_backend(model, version=version)\n"
+    "OSError: Cannot parse file b'/srv/trained/rgb/1/saved_model.pb'\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "line"),
+    [
+        (ACTOR_DIED, "OSError: Cannot parse file b'/srv/trained/rgb/1/saved_model.pb'"),
+        ("\x1b[31mTask was cancelled\x1b[0m\n(more detail)", "Task was cancelled"),
+        ("", "RuntimeError('')"),
+    ],
+)
+def test_a_ray_failure_is_one_line_naming_what_was_raised(message: str, line: str) -> None:
+    assert ray_failure(RuntimeError(message)) == line
