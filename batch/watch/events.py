@@ -74,8 +74,10 @@ class EventSource:
 
     def put(self, path: Path, *, closed: bool) -> None:
         with self._lock:
+            first = not self._notices
             self._notices[path] = self._notices.get(path, False) or closed
-        self._wake.ring()
+        if first:  # later notices join the undrained buffer the ring already announced
+            self._wake.ring()
 
     def drain(self) -> dict[Path, bool]:
         with self._lock:

@@ -109,15 +109,21 @@ class AppendReport:
         except FileNotFoundError:
             return 0
 
-    def contains(self, offset: int, text: str) -> bool:
-        """Whether `text` is in the file at byte `offset`."""
-        data = text.encode("utf-8")
+    def present(self, rows: Sequence[tuple[int, str]]) -> list[bool]:
+        """For each (byte offset, text): whether `text` is in the file at that offset. One read
+        of the span they cover (a batch's rows lie side by side)."""
+        wanted = [(offset, text.encode("utf-8")) for offset, text in rows]
+        if not wanted:
+            return []
+        start = min(offset for offset, _ in wanted)
+        end = max(offset + len(data) for offset, data in wanted)
         try:
             with open(self.path, "rb") as handle:
-                handle.seek(offset)
-                return handle.read(len(data)) == data
+                handle.seek(start)
+                span = handle.read(end - start)
         except FileNotFoundError:
-            return False
+            return [False] * len(wanted)
+        return [span[at - start : at - start + len(data)] == data for at, data in wanted]
 
     def truncate(self, size: int) -> None:
         with open(self.path, "r+b") as handle:

@@ -230,9 +230,8 @@ class BatchWork:
     # -- report -----------------------------------------------------------------------------
 
     def report_rows(self, entries: list[Entry]) -> None:
-        missing = [
-            e for e in entries if not self.report.contains(e.report_offset or 0, e.row or "")
-        ]
+        present = self.report.present([(e.report_offset or 0, e.row or "") for e in entries])
+        missing = [e for e, there in zip(entries, present, strict=True) if not there]
         if missing:
             first = min(e.report_offset or 0 for e in missing)
             if first < self.report.size():

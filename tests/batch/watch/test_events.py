@@ -120,3 +120,20 @@ def test_without_file_events_a_warning_and_nothing_left_running(
             (root / "a.png").write_bytes(b"x")
         assert events.drain() == {} and not wake.wait(timeout=0)
     assert "file events unavailable" in caplog.text
+
+
+def test_the_wake_rings_once_per_undrained_buffer(tmp_path: Path) -> None:
+    """A burst of notices rings the wake once (a pipe write per file was a burst's cost); the
+    first notice after a drain rings it again, so no notice waits unannounced."""
+    with Wake() as wake:
+        events = EventSource(Inbox(tmp_path), wake)
+        writes: list[None] = []
+        real_ring = wake.ring
+        wake.ring = lambda: (writes.append(None), real_ring())[1]  # type: ignore[method-assign]
+        for index in range(50):
+            events.put(tmp_path / f"{index}.png", closed=False)
+        assert len(writes) == 1 and wake.wait(timeout=0)
+        assert len(events.drain()) == 50
+        events.put(tmp_path / "late.png", closed=True)
+        assert len(writes) == 2 and wake.wait(timeout=0)
+        assert events.drain() == {tmp_path / "late.png": True}

@@ -323,3 +323,14 @@ def test_a_report_rotated_away_before_the_rows_were_appended(setup: Setup, resta
         line = data[offsets[entry.rel] :].split(b"\n", 1)[0].decode()
         assert next(csv.reader([line]))[1] == entry.rel, (entry.rel, line)
     assert worker.journal.unfinished() == []
+
+
+def test_report_tells_which_rows_are_in_it_with_one_read(tmp_path: Path) -> None:
+    """`present` compares each (offset, row) with the bytes there: a row cut short by a crash,
+    a row past the end and a row whose bytes differ all count as missing; no file, none there."""
+    report = AppendReport(tmp_path / "labels.csv", ["a", "b"])
+    assert report.present([(0, "x\n")]) == [False]
+    report.append("héllo\nworld\ncut")
+    rows = [(0, "héllo\n"), (7, "world\n"), (13, "cut-short\n"), (7, "other\n"), (99, "far\n")]
+    assert report.present(rows) == [True, True, False, False, False]
+    assert report.present([]) == []
