@@ -99,6 +99,12 @@ TASKS: dict[str, Task] = {
                 "three-stage VGG-style CNN, BN, GAP over 7x7; shift/rotate/zoom, cosine schedule",
                 replace(_MNIST_CNN, epochs=15, patience=15),
             ),
+            "strided": Architecture(
+                "strided",
+                nets.strided_cnn((32, 64), name="mnist_strided"),
+                "two stride-2 convolutions (5x5/32, 3x3/64), BN, flatten: the fast one to serve",
+                replace(_MNIST_CNN, epochs=20, patience=20),
+            ),
             "tiny": _tiny(),
         },
     ),

@@ -38,5 +38,5 @@ def test_every_architecture_builds_a_softmax_over_the_classes(task: str):
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(TaskError, match="valid: blood_cells, cifar10, faces, homer_bart, mnist"):
         get_task("imagenet")
-    with pytest.raises(TaskError, match="valid: cnn, cnn3, tiny, tutorial, tutorial-004"):
+    with pytest.raises(TaskError, match="valid: cnn, cnn3, strided, tiny, tutorial, tutorial-004"):
         get_task("mnist").arch("vgg16")
