@@ -12,7 +12,7 @@ from serve.dataplane import DataPlane
 from serve.errors import public_message
 from serve.grpc import clf_pb2 as pb
 from serve.grpc import clf_pb2_grpc, convert
-from serve.grpc.status import code_for, grpc_errors
+from serve.grpc.status import code_for, grpc_errors, plane_timeout
 
 STREAM_WINDOW = 32  # stream requests classified concurrently; answers keep request order
 
@@ -26,7 +26,7 @@ class ClassificationServicer(clf_pb2_grpc.ClassificationServiceServicer):
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyResponse:
         domain = convert.classify_request_from_proto(request)
-        result = await self._plane.classify(domain, timeout=context.time_remaining())
+        result = await self._plane.classify(domain, timeout=plane_timeout(context))
         return convert.classify_result_to_proto(result, request.request_id)
 
     @grpc_errors
@@ -34,7 +34,7 @@ class ClassificationServicer(clf_pb2_grpc.ClassificationServiceServicer):
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedResponse:
         domain = convert.embed_request_from_proto(request)
-        result = await self._plane.classify(domain, timeout=context.time_remaining())
+        result = await self._plane.classify(domain, timeout=plane_timeout(context))
         return convert.embed_result_to_proto(result, request.request_id)
 
     @grpc_errors

@@ -24,7 +24,7 @@ from serve.dataplane import ClassifyRequest, DataPlane
 from serve.errors import ServeError, public_message
 from serve.grpc import kserve_convert as convert
 from serve.grpc.kserve_metadata import metadata_response
-from serve.grpc.status import code_for, grpc_errors
+from serve.grpc.status import code_for, grpc_errors, plane_timeout
 from serve.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        return await self._infer(request, context.time_remaining())
+        return await self._infer(request, plane_timeout(context))
 
     async def _infer(
         self, request: pb.ModelInferRequest, timeout: float | None

@@ -27,7 +27,7 @@ from tensorflow_serving.apis import (
 
 from serve.dataplane import ClassifyRequest, DataPlane
 from serve.grpc import tfserving_convert as convert
-from serve.grpc.status import grpc_errors
+from serve.grpc.status import grpc_errors, plane_timeout
 from serve.grpc.tfserving_status import status_response
 from serve.manifest import Manifest
 
@@ -50,7 +50,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         with _labels_are_arguments(label):
             result = await self._plane.infer(
-                spec.name, version, label, build, context.time_remaining()
+                spec.name, version, label, build, plane_timeout(context)
             )
         assert result.manifest is not None
         return convert.predict_response(result, result.manifest.signature)

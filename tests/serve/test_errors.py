@@ -207,3 +207,25 @@ def test_unreachable_server_is_server_unavailable() -> None:
                 client.classify("gray", [PNG])
             with pytest.raises(ServerUnavailable):
                 client.wait_ready(0.3)
+
+
+class _Context:
+    """The one thing `plane_timeout` reads of a gRPC servicer context."""
+
+    def __init__(self, left: float | None) -> None:
+        self.left = left
+
+    def time_remaining(self) -> float | None:
+        return self.left
+
+
+@pytest.mark.parametrize(("left", "timeout"), [(None, None), (5.0, None), (0.0, 0.0), (-1, 0.0)])
+def test_grpc_calls_leave_the_deadline_to_grpc_unless_it_has_passed(
+    left: float | None, timeout: float | None
+) -> None:
+    """gRPC cancels a call at its deadline itself (the expired-request tests above show the
+    model never sees it), so the data plane gets no timer; a deadline already passed when the
+    call is read becomes timeout 0, which the plane answers DEADLINE_EXCEEDED at once."""
+    from serve.grpc.status import plane_timeout
+
+    assert plane_timeout(_Context(left)) == timeout  # type: ignore[arg-type]
