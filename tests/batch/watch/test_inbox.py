@@ -134,3 +134,15 @@ def test_a_file_changed_while_it_settles_waits_the_settle_time_again(
     assert settler.ready() == []
     clock.now += 1
     assert settler.ready() == [(path, identity_of(path.stat()))] and len(settler) == 0
+
+
+def test_a_settling_file_removed_before_it_settles_is_forgotten(tmp_path: Path) -> None:
+    """A file still settling (noticed just after it was written) that is gone when its settle
+    time is up is dropped, not handed out and not checked again."""
+    settler = Settler(settle=0.05)
+    brief = _touch(tmp_path / "brief.png")
+    settler.note(brief)
+    assert settler.ready() == [] and len(settler) == 1
+    brief.unlink()
+    time.sleep(0.1)
+    assert settler.ready() == [] and len(settler) == 0
