@@ -176,12 +176,22 @@ def residual_cnn(
     return build
 
 
-def small_cnn(widths: Sequence[int], *, dropout: float = 0.3, name: str) -> Builder:
-    """A plain VGG-style net (two conv-BN-ReLU per stage, max-pool, GAP): the small tasks' model."""
+def small_cnn(
+    widths: Sequence[int], *, dropout: float = 0.3, name: str, standardize: bool = False
+) -> Builder:
+    """A plain VGG-style net (two conv-BN-ReLU per stage, max-pool, GAP): the small tasks' model.
+    `standardize`: each image first scaled to zero mean and unit variance over all its pixels and
+    channels (colour ratios kept), so a brighter or dimmer exposure reaches the convolutions
+    unchanged (up to clipping)."""
 
     def build(shape: tuple[int, int, int], n: int) -> keras.Model:
         inputs = keras.Input(shape)
         x = inputs
+        if standardize:
+            standardise = layers.LayerNormalization(
+                axis=(1, 2, 3), epsilon=1e-6, center=False, scale=False
+            )  # Keras' default epsilon, 1e-3, is a tenth of an /255 image's variance
+            x = standardise(x)
         for index, filters in enumerate(widths):
             if index:
                 x = layers.MaxPooling2D(2)(x)

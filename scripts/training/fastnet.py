@@ -99,18 +99,25 @@ def prepare(model: keras.Model, images: np.ndarray) -> None:
             layer.set_weights([kernel])
 
 
+SPEED_RUN_AUGMENT = Augment(flip=True, alternate_flip=True, translate=2)
+
+
 def architecture(
-    name: str = "fast", widths: Sequence[int] = (64, 256, 256), epochs: int = 12
+    name: str = "fast",
+    widths: Sequence[int] = (64, 256, 256),
+    epochs: int = 12,
+    augment: Augment = SPEED_RUN_AUGMENT,
 ) -> Architecture:
-    """cifar10's "fast" (airbench94's widths) or a wider sibling: this net with the speed-run
-    recipe that trains it."""
+    """cifar10's "fast" (airbench94's widths) or a sibling (wider, or trained longer under
+    stronger augmentation): this net with the speed-run recipe that trains it."""
+    cutout = f", {augment.cutout}-pixel cutout" if augment.cutout else ""
     return Architecture(
         name,
         fastnet(widths, name=f"cifar10_{name}"),
         f"speed-run recipe (airbench94/DAWNBench ideas), widths {'/'.join(map(str, widths))}: "
         "frozen 2x2 patch-whitening conv, Dirac init, BN bias at 64x LR, Nesterov SGD, "
-        "triangular schedule, lookahead, label smoothing 0.2, 2-pixel reflect translate, "
-        "alternating flips; flip TTA",
+        "triangular schedule, lookahead, label smoothing 0.2, "
+        f"{augment.translate}-pixel reflect translate{cutout}, alternating flips; flip TTA",
         Recipe(
             epochs=epochs,
             batch_size=1024,
@@ -119,7 +126,7 @@ def architecture(
             label_smoothing=0.2,
             weight_decay=0.0089,  # decoupled (x lr); airbench's 0.0153 through momentum
             patience=1000,
-            augment=Augment(flip=True, alternate_flip=True, translate=2),
+            augment=augment,
             tta_flip=True,
             sgd=Nesterov(),
             keep_best=False,

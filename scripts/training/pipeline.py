@@ -66,6 +66,22 @@ def brighten(
     return tf.clip_by_value((images - low) * factors + low, low, high)
 
 
+def cut_out(images: tf.Tensor, size: int, seed: tf.Tensor, fill: tf.Tensor) -> tf.Tensor:
+    """Set one `size`x`size` square per image to `fill` (per channel), its centre drawn anywhere in
+    the image so that squares at the edges are partly outside it (DeVries and Taylor's cutout)."""
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+    centres = tf.random.stateless_uniform([batch, 2], seed, minval=0, maxval=1)
+    tops = tf.cast(centres[:, 0] * tf.cast(height, tf.float32), tf.int32) - size // 2
+    lefts = tf.cast(centres[:, 1] * tf.cast(width, tf.float32), tf.int32) - size // 2
+    rows = tf.range(height)[None, :] - tops[:, None]
+    cols = tf.range(width)[None, :] - lefts[:, None]
+    in_rows = (rows >= 0) & (rows < size)
+    in_cols = (cols >= 0) & (cols < size)
+    square = (in_rows[:, :, None] & in_cols[:, None, :])[..., None]
+    return tf.where(square, tf.cast(fill, images.dtype), images)
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
@@ -109,12 +125,16 @@ def train_batches(
     if augment.brightness:
         value_range = (float(split.images.min()), float(split.images.max()))
     brightness_seed = tf.constant([1, 0], tf.int64)  # its own draws, apart from translate's
+    cutout_seed = tf.constant([2, 0], tf.int64)
+    fill = split.images.mean(axis=(0, 1, 2)) if augment.cutout else np.zeros(channels)
 
     def apply(images: tf.Tensor, labels: tf.Tensor, step_seed: tf.Tensor):
         if pixels:
             images = translate(images, pixels, step_seed)
         if augment.brightness:
             images = brighten(images, augment.brightness, step_seed + brightness_seed, value_range)
+        if augment.cutout:
+            images = cut_out(images, augment.cutout, step_seed + cutout_seed, fill)
         if aug is not None:
             images = aug(images, training=True)
         return images, labels

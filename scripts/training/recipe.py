@@ -21,13 +21,15 @@ class Augment:
     translate: int = 0  # whole pixels, reflect-padded (the speed-run recipes' crop)
     alternate_flip: bool = False  # with flip: each image mirrored every other epoch, not by coin
     brightness: float = 0.0  # each image's pixels scaled by a factor in [1 - b, 1 + b]
+    cutout: int = 0  # side of a square, anywhere (partly off the edge too), set to the mean pixel
 
     @property
     def any(self) -> bool:
         return (
             self.flip
             or self.vertical_flip
-            or bool(self.shift or self.rotation or self.zoom or self.translate or self.brightness)
+            or bool(self.shift or self.rotation or self.zoom or self.translate)
+            or bool(self.brightness or self.cutout)
         )
 
 

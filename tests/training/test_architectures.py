@@ -40,3 +40,19 @@ def test_unknown_names_list_the_valid_ones():
         get_task("imagenet")
     with pytest.raises(TaskError, match="valid: cnn, cnn3, strided, tiny, tutorial, tutorial-004"):
         get_task("mnist").arch("vgg16")
+
+
+def test_a_standardised_input_answers_the_same_under_any_exposure():
+    """blood_cells norm96 scales each image to zero mean and unit variance first: a uniformly
+    brighter, dimmer or offset image (unclipped) gets the same probabilities."""
+    import numpy as np
+
+    spec = get_task("blood_cells")
+    architecture = spec.arch("norm96")
+    model = architecture.build(spec.preprocessing_for(architecture).input_shape, 4)
+    image = np.random.default_rng(3).uniform(0.2, 0.6, (1, 72, 96, 3)).astype("float32")
+    probabilities = model.predict(
+        np.concatenate([image, image * 1.4, image * 0.7 + 0.1]), verbose=0
+    )
+    np.testing.assert_allclose(probabilities[1:], probabilities[[0, 0]], atol=1e-5)
+    assert not np.allclose(probabilities[0], model.predict(image[:, ::-1] ** 2, verbose=0)[0])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from training.fit import augmenter
-from training.pipeline import brighten
+from training.pipeline import brighten, cut_out
 from training.recipe import Augment
 
 
@@ -59,3 +59,24 @@ def test_brightness_scales_each_image_within_the_range_and_clips() -> None:
     assert out.max() <= 1.0 and out.min() >= 0.0
     assert np.any(out[~dim] == 1.0)  # 0.95 scaled past 1 is clipped to the range's top
     np.testing.assert_array_equal(out, brighten(tf.constant(batch), 0.2, seed, (0.0, 1.0)))
+
+
+def test_cutout_fills_one_square_per_image_with_the_fill_value() -> None:
+    """Each image gets one square of the fill value, whole or cut by an edge, at a drawn place;
+    everything else is untouched; a replayed seed replays it."""
+    batch = np.ones((200, 8, 8, 2), np.float32)
+    seed = tf.constant([5, 1], tf.int64)
+    fill = np.array([0.25, 0.75], np.float32)
+    out = np.asarray(cut_out(tf.constant(batch), 4, seed, fill))
+    cut = np.all(out == fill, axis=-1)
+    assert np.all(cut | np.all(out == 1.0, axis=-1))  # a pixel is either cut or untouched
+    areas = cut.sum(axis=(1, 2))
+    assert areas.max() == 16 and 0 < areas.min() < 16  # whole squares and edge-cut ones
+    corners = set()
+    for mask in cut:
+        rows, cols = np.nonzero(mask)
+        assert mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()  # a box
+        assert rows.max() - rows.min() < 4 and cols.max() - cols.min() < 4
+        corners.add((rows.min(), cols.min()))
+    assert len(corners) > 20  # drawn anywhere, not one place
+    np.testing.assert_array_equal(out, cut_out(tf.constant(batch), 4, seed, fill))
