@@ -39,17 +39,24 @@ class Load:
         self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(CLIENTS)]
 
     def _run(self, index: int) -> None:
-        with Client(self._target, timeout=30) as client:
-            while not self._stop.is_set():
-                try:
-                    version = client.classify("gray", self._images[index % 2 :][:1]).version
-                except BaseException as exc:
-                    with self._lock:
-                        self.failures.append(exc)
-                    continue
-                with self._lock:
-                    self.versions[version] += 1
-                    self.last[index] = version
+        try:
+            with Client(self._target, timeout=30) as client:
+                while not self._stop.is_set():
+                    self._classify(client, index)
+        except BaseException as exc:  # opening or closing the channel: a failure to report too
+            with self._lock:
+                self.failures.append(exc)
+
+    def _classify(self, client: Client, index: int) -> None:
+        try:
+            version = client.classify("gray", self._images[index % 2 :][:1]).version
+        except BaseException as exc:
+            with self._lock:
+                self.failures.append(exc)
+            return
+        with self._lock:
+            self.versions[version] += 1
+            self.last[index] = version
 
     @property
     def total(self) -> int:
