@@ -1,7 +1,7 @@
 """The backend a `clfbatch` command's settings name, opened by one call for `run` and `watch`.
 
 backend = open_chosen(settings)               # settings: RunSettings or WatchSettings
-newer = open_chosen(settings, newest=True)    # the newest version, whatever --version says
+newer = open_chosen(settings, unpinned=True)  # the default (or labelled) one, not --version
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ class BackendChoice(Protocol):
     def access(self) -> ServerAccess: ...
 
 
-def open_chosen(choice: BackendChoice, *, newest: bool = False) -> Backend:
+def open_chosen(choice: BackendChoice, *, unpinned: bool = False) -> Backend:
     """`open_backend` with the settings' model, version (or label), repository, server, runtime
-    and access; `newest`: the newest version (carrying the label) instead of a pinned one."""
+    and access; `unpinned`: the default version (or the label's) instead of a pinned one."""
     return open_backend(
         choice.model,
-        version=None if newest else choice.version,
+        version=None if unpinned else choice.version,
         label=choice.version_label,
         repository=choice.repository,
         server=choice.server,

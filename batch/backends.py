@@ -184,7 +184,7 @@ class RemoteBackend:
 
 def _pick_version(model: str, wanted: int | None, label: str | None, info: Any) -> Any:
     """The served version's info: `wanted`, else the one the server says `label` points at,
-    else the server's default (newest available). The run then pins that number."""
+    else the server's default version. The run then pins that number."""
     versions = {int(v.version): v for v in info.versions}
     if wanted is None and label:
         named = [n for n, v in versions.items() if label in v.labels]
@@ -195,7 +195,7 @@ def _pick_version(model: str, wanted: int | None, label: str | None, info: Any) 
     if number is None and versions:
         number = max(versions)
     if number is None or number not in versions:
-        raise VersionNotFound(model, "latest" if number is None else number, sorted(versions))
+        raise VersionNotFound(model, "stable" if number is None else number, sorted(versions))
     chosen = versions[number]
     state = getattr(chosen.state, "value", chosen.state)
     if state != "available":
@@ -215,7 +215,7 @@ def open_backend(
     access: ServerAccess | None = None,
 ) -> Backend:
     """The in-process model (default) or, with `server="host:port"`, the served one: `version`,
-    else the one version `label` names (serve.version_labels), else the newest.
+    else the one version `label` names, else the default one (serve.version_labels).
 
     Raises ModelNotFound / VersionNotFound whose messages list what exists.
     """

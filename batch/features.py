@@ -35,7 +35,7 @@ class FeatureSettings:
 
     image: Annotated[Path, Arg("The image whose feature maps are drawn.")]
     model: Annotated[str, Opt("Model name in the repository.", ("--model", "-m"))]
-    version: Annotated[int | None, Opt("Model version (default: newest).")] = None
+    version: Annotated[int | None, Opt("Model version (default: the default one).")] = None
     repository: Annotated[Path, Opt("Model repository.")] = DEFAULT_REPOSITORY
     layer: Annotated[str, Opt("A convolutional layer's name, or all.")] = ALL
     out: Annotated[

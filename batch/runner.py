@@ -44,7 +44,7 @@ class RunSettings(ModelChoice):
     """Every option of `clfbatch run` (each also a `CLFBATCH_*` variable, see batch.options)."""
 
     folder: Annotated[Path, Arg("Folder of images to classify.")]
-    version: Annotated[int | None, Opt("Model version (default: newest).")] = None
+    version: Annotated[int | None, Opt("Model version (default: the default one).")] = None
     version_label: Annotated[
         str | None, Opt("Version label instead (e.g. fast: the newest version carrying it).")
     ] = None

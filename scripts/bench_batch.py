@@ -2,7 +2,7 @@
 """`make bench-batch`: `clfbatch run` against the bound the machine allows, per model.
 
 On a model's test split (unpacked once from ../shared/datasets into the cache, never into the
-repository), with the newest shipped version (what `clfbatch run --model M` uses), it measures in
+repository), with the default version (what `clfbatch run --model M` uses), it measures in
 one process:
 
 1. read + preprocess alone on the pipeline's reader threads (all CPUs), and the model alone on
@@ -205,7 +205,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="reader threads")
     parser.add_argument("--no-tfdata", action="store_true", help="skip the tf.data comparison")
     args = parser.parse_args()
-    print(f"bench-batch: {os.cpu_count()} CPUs, newest version of each model", flush=True)
+    print(f"bench-batch: {os.cpu_count()} CPUs, default version of each model", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as scratch_name:
         for index, model in enumerate(args.models):
             measure(args, model, Path(scratch_name), extras=index == 0)

@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="steady files per second")
     parser.add_argument("--model", default="cifar10")
     parser.add_argument("--repository", type=Path, default=ROOT / "trained")
-    parser.add_argument("--version-label", help="e.g. fast (default: the newest version)")
+    parser.add_argument("--version-label", help="e.g. fast (default: the default version)")
     parser.add_argument("--daemon-args", default="", help="extra options for clfbatch watch")
     parser.add_argument("--log", type=Path, help="keep the daemon's log in this file")
     args = parser.parse_args()

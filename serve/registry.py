@@ -32,7 +32,7 @@ from serve.repository import (
 )
 from serve.settings import VersionPolicy
 from serve.version_handle import Handle, LoadedVersion
-from serve.version_labels import assigned, pick
+from serve.version_labels import STABLE, assigned, pick
 from serve.versions import ModelInfo, VersionState
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class ModelRegistry:
         return sorted(ready, key=lambda e: e.version, reverse=True)
 
     def acquire(self, name: str, version: int | None = None, label: str | None = None) -> Handle:
-        """Pin one available version: `version`, `label`, or (neither) the newest."""
+        """Pin one available version: `version`, `label`, or (neither) the default one."""
         entries = self._models.get(name)
         if not entries:
             if not self.synced:
@@ -184,9 +184,9 @@ class ModelRegistry:
             return Handle(entry)
         if not available:
             raise ModelNotReady(f"{name} has no available version yet")
-        chosen = pick(label or "latest", _labelled(available))
+        chosen = pick(label, _labelled(available))
         if chosen is None:
-            raise VersionNotFound(name, label or "latest", [e.version for e in available])
+            raise VersionNotFound(name, label or STABLE, [e.version for e in available])
         return Handle(entries[chosen])
 
     # -- status ----------------------------------------------------------------------------
@@ -206,7 +206,7 @@ class ModelRegistry:
             entry.info(tuple(labels.get(entry.version, ())))
             for entry in sorted(entries.values(), key=lambda e: e.version, reverse=True)
         )
-        return ModelInfo(name, available[0].version if available else None, versions)
+        return ModelInfo(name, pick(None, _labelled(available)), versions)
 
     def models(self) -> list[ModelInfo]:
         return [self.model(name) for name in self.names()]

@@ -16,7 +16,7 @@ from pathlib import Path
 from serve.digits import ascii_digits
 from serve.errors import ManifestError, ModelNotFound, VersionNotFound
 from serve.manifest import Manifest
-from serve.version_labels import pick
+from serve.version_labels import STABLE, pick
 
 log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.json"
@@ -91,15 +91,16 @@ def scan(root: Path) -> dict[str, list[ModelVersion]]:
 def resolve(
     root: Path, name: str, version: int | None = None, label: str | None = None
 ) -> ModelVersion:
-    """The requested version of a model: `version`, else the one `label` names, else the newest."""
+    """The requested version of a model: `version`, else the one `label` names, else the default
+    one (`serve.version_labels`)."""
     models = scan(root)
     if name not in models:
         raise ModelNotFound(name, list(models))
     versions = {v.version: v for v in models[name]}
     if version is None:
-        chosen = pick(label or "latest", [(n, v.manifest.labels) for n, v in versions.items()])
+        chosen = pick(label, [(n, v.manifest.labels) for n, v in versions.items()])
         if chosen is None:
-            raise VersionNotFound(name, label or "latest", sorted(versions))
+            raise VersionNotFound(name, label or STABLE, sorted(versions))
         return versions[chosen]
     if version in versions:
         return versions[version]

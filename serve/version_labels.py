@@ -2,12 +2,17 @@
 
 Two kinds, resolved by the one function `pick`:
 
-- the server's own: `stable` / `latest` (the newest available version) and `previous` (the one
-  before it), as in TensorFlow Serving's `version_label`;
+- the server's own: `latest` (the newest available version), `previous` (the one before it) and
+  `stable` (the default version, below), as in TensorFlow Serving's `version_label`;
 - a manifest's `"labels": ["fast"]`: the label names the newest version whose manifest carries it,
   so shipping a new `fast` version moves the label without touching the older one.
 
+The default version (what a request naming no version or label gets, and `stable`) is the newest
+version whose manifest carries `default`, else the newest: shipping a faster, less accurate
+version then does not change what unpinned clients get.
+
     pick("fast", [(4, ("accurate",)), (3, ()), (1, ("fast",))])  # -> 1
+    pick(None, [(4, ("fast",)), (3, ("default",))])              # -> 3
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-NEWEST = ("stable", "latest")
+LATEST = "latest"
+STABLE = "stable"  # the default version
 PREVIOUS = "previous"
-RESERVED = (*NEWEST, PREVIOUS)
+RESERVED = (STABLE, LATEST, PREVIOUS)
+DEFAULT = "default"  # a manifest label: this version is the default one
 _NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 
 
@@ -33,13 +40,17 @@ def check_label(label: str) -> str:
     return label
 
 
-def pick(label: str, versions: Sequence[tuple[int, Sequence[str]]]) -> int | None:
-    """The version `label` names among `versions` ((number, manifest labels), any order), or None.
+def pick(label: str | None, versions: Sequence[tuple[int, Sequence[str]]]) -> int | None:
+    """The version `label` names among `versions` ((number, manifest labels), any order), or None;
+    `label` None: the default version.
 
     `versions` are the candidates (the available ones on a server, the complete ones on disk).
     """
     newest_first = sorted(versions, key=lambda item: item[0], reverse=True)
-    if label in NEWEST:
+    if not label or label == STABLE:
+        marked = next((number for number, labels in newest_first if DEFAULT in labels), None)
+        return marked if marked is not None else pick(LATEST, versions)
+    if label == LATEST:
         return newest_first[0][0] if newest_first else None
     if label == PREVIOUS:
         return newest_first[1][0] if len(newest_first) > 1 else None
@@ -48,7 +59,8 @@ def pick(label: str, versions: Sequence[tuple[int, Sequence[str]]]) -> int | Non
 
 def assigned(versions: Sequence[tuple[int, Sequence[str]]]) -> dict[int, list[str]]:
     """Which labels point at which version right now: each label on the one version it names."""
-    names = [*NEWEST, PREVIOUS, *sorted({label for _, labels in versions for label in labels})]
+    carried = sorted({label for _, labels in versions for label in labels})
+    names = [STABLE, LATEST, PREVIOUS, *carried]
     result: dict[int, list[str]] = {}
     for label in names:
         number = pick(label, versions)

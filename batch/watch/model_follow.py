@@ -1,5 +1,5 @@
-"""The watch daemon follows its model: between batches, a newer version in the repository (or the
-one the server now serves) replaces the one in use, if it has the same classes.
+"""The watch daemon follows its model: between batches, a new default version in the repository
+(or the server's new default) replaces the one in use, if it has the same classes.
 
     fresh = newer_backend(settings, worker.backend)   # None: keep the current one
 """
@@ -18,16 +18,17 @@ log = logging.getLogger("clfbatch.watch")
 
 
 def newer_backend(settings: WatchSettings, current: Backend) -> Backend | None:
-    """The newer version, opened; None when there is none, the settings pin a version, it cannot
-    be opened, or its classes differ (each but the first two logged as a warning)."""
+    """The new default version (or the label's new version), opened; None when it has not changed,
+    the settings pin a version, it cannot be opened, or its classes differ (each but the first two
+    logged as a warning)."""
     s = settings
     if s.version is not None:
         return None
     try:
-        newest = None if s.server else resolve(s.repository, s.model, label=s.version_label)
-        if newest is not None and newest.version <= current.version:
+        chosen = None if s.server else resolve(s.repository, s.model, label=s.version_label)
+        if chosen is not None and chosen.version == current.version:
             return None
-        fresh = open_chosen(s, newest=True)
+        fresh = open_chosen(s, unpinned=True)
     except (ManifestError, ModelNotFound, VersionNotFound, InvalidInput, OSError) as exc:
         log.warning("cannot look for a new model version: %s", exc)
         return None

@@ -34,9 +34,9 @@ class WatchSettings(ModelChoice):
 
     inbox: Annotated[Path, Arg("Folder to watch for incoming images.")]
     out: Annotated[Path, Opt("Output folder: OUT/<label>/, _uncertain, _rejected.")]
-    version: Annotated[int | None, Opt("Pin a model version (default: newest, followed live).")] = (
-        None
-    )
+    version: Annotated[
+        int | None, Opt("Pin a model version (default: the default one, followed live).")
+    ] = None
     version_label: Annotated[
         str | None, Opt("Follow the newest version carrying this label (e.g. fast) instead.")
     ] = None

@@ -5,7 +5,7 @@ How our concepts appear in the v2 API:
 | ours                       | v2                                                              |
 |----------------------------|-----------------------------------------------------------------|
 | model name                 | `model_name` / `name`                                           |
-| version or label           | `model_version`: "" (newest), "3", or a label ("stable", ...)   |
+| version or label           | `model_version`: "" (default), "3", or a label ("stable", ...)  |
 | model input                | input `images` FP32 [N, H, W, C]                                |
 | raw pixels                 | input `images` UINT8 [N, H, W, C] or [N, H, W]                  |
 | encoded images             | input `images` or `images_bytes` BYTES [N] (or [N, 1]); model   |
@@ -69,7 +69,7 @@ def encoded_input(signature: Signature) -> str:
 
 
 def version_choice(text: str) -> tuple[int | None, str | None]:
-    """`model_version` -> (version, label): "" is the newest, digits a version, else a label."""
+    """`model_version` -> (version, label): "" the default, digits a version, else a label."""
     text = text.strip()
     if not text:
         return None, None

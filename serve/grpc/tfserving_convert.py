@@ -51,7 +51,7 @@ _DTYPE_NAMES = {v: k for k, v in types_pb2.DataType.items()}
 
 
 def version_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
-    """ModelSpec -> (version, label); neither means the newest available version."""
+    """ModelSpec -> (version, label); neither means the default version."""
     choice = spec.WhichOneof("version_choice")
     if choice == "version":
         return spec.version.value, None

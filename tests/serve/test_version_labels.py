@@ -45,15 +45,32 @@ def test_pick_resolves_server_and_manifest_labels() -> None:
     assert assigned(versions) == {4: ["stable", "latest", "accurate"], 3: ["previous", "fast", "x"]}
 
 
+def test_the_default_label_picks_what_unpinned_requests_and_stable_get() -> None:
+    versions = [(1, ("default",)), (3, ("default", "accurate")), (4, ("fast",))]
+    assert pick(None, versions) == 3  # the newest carrying `default`, not the newest
+    assert pick("", versions) == 3
+    assert pick("stable", versions) == 3
+    assert pick("latest", versions) == 4
+    assert pick(None, [(1, ()), (2, ("fast",))]) == 2  # no `default` anywhere: the newest
+    assert pick(None, []) is None
+    assert assigned(versions) == {
+        3: ["stable", "previous", "accurate", "default"],
+        4: ["latest", "fast"],
+    }
+
+
 @pytest.mark.parametrize("bad", ["stable", "previous", "Fast", "1", "", "a b", "x" * 65])
 def test_a_manifest_label_must_be_a_plain_name_not_the_servers_own(bad: str) -> None:
     with pytest.raises(ValueError, match="version label"):
         check_label(bad)
 
 
-def _labelled_repository(two_versions: Path, root: Path) -> Path:
-    """gray/1 and gray/2 of `two_versions` (different weights), with LABELS in their manifests."""
-    for version, labels in LABELS.items():
+def _labelled_repository(
+    two_versions: Path, root: Path, labelling: dict[int, list[str]] = LABELS
+) -> Path:
+    """gray/1 and gray/2 of `two_versions` (different weights), with `labelling`'s labels in
+    their manifests."""
+    for version, labels in labelling.items():
         target = root / "gray" / str(version)
         shutil.copytree(two_versions / "gray" / str(version), target)
         manifest = json.loads((target / "manifest.json").read_text())
@@ -183,3 +200,57 @@ def test_clfbatch_watch_version_label(labelled: Path, tmp_path: Path) -> None:
         wait_rows(out / "labels.csv", 1, daemon)
         assert daemon.stop() == 0
     assert [row["version"] for row in report_rows(out / "labels.csv")] == ["1"]
+
+
+# gray/1 is the default version although gray/2 is newer (a faster, less accurate one, say)
+DEFAULT_LABELS = {1: ["default"], 2: ["fast"]}
+
+
+@pytest.fixture(scope="module")
+def pinned_default(two_versions: Path, tmp_path_factory: pytest.TempPathFactory):
+    root = _labelled_repository(two_versions, tmp_path_factory.mktemp("default"), DEFAULT_LABELS)
+    running = ServerThread(make_settings(root, version_policy="all")).start()
+    with Client(running.target) as client:
+        client.wait_ready(60)
+    yield root, running
+    running.stop()
+
+
+def test_unpinned_requests_get_the_default_version_on_every_protocol(pinned_default) -> None:
+    root, server = pinned_default
+    assert resolve(root, "gray").version == 1
+    assert resolve(root, "gray", label="latest").version == 2
+    with Client(server.target) as client:
+        assert client.classify("gray", [PNG]).version == 1
+        assert client.classify("gray", [PNG], label="stable").version == 1
+        assert client.classify("gray", [PNG], label="latest").version == 2
+        info = client.get_model("gray")
+    assert info.default_version == 1
+    assert {v.version: set(v.labels) for v in info.versions} == {
+        1: {"stable", "previous", "default"},
+        2: {"latest", "fast"},
+    }
+    strings = tf.make_tensor_proto([PNG])
+    with grpc.insecure_channel(server.target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        assert stub.Predict(request("gray", strings), timeout=30).model_spec.version.value == 1
+    triton_client = triton.InferenceServerClient(server.target)
+    try:
+        tensor = triton.InferInput("images", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([PNG], dtype=np.object_))
+        assert triton_client.infer("gray", [tensor]).get_response().model_version == "1"
+    finally:
+        triton_client.close()
+
+
+@pytest.mark.parametrize("where", ["local", "server"])
+def test_clfbatch_run_uses_the_default_version(pinned_default, tmp_path, where) -> None:
+    root, server = pinned_default
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(PNG)
+    target = ["--server", server.target] if where == "server" else ["--repository", root]
+    done = run_cli("run", images, "--model", "gray", *target, "--out", tmp_path / "r.csv",
+                   "--labels", "none", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "gray v1:" in done.stdout, done.stdout

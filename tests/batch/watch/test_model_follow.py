@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -39,6 +40,30 @@ def test_a_newer_version_with_the_same_classes_is_opened(
     assert fresh is not None and fresh.version == 2 and fresh.labels == current.labels
     fresh.close()
     current.close()
+
+
+def _label(version_dir: Path, *labels: str) -> None:
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    manifest["labels"] = list(labels)
+    (version_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_the_default_version_is_followed_not_the_newest(
+    repository_copy: Path, tmp_path: Path
+) -> None:
+    _label(repository_copy / "gray" / "1", "default")
+    current = open_backend("gray", repository=repository_copy)
+    settings = _settings(repository_copy, tmp_path)
+    _label(_add_version(repository_copy, "gray", 2))  # newer, without the label
+    assert newer_backend(settings, current) is None
+    _label(repository_copy / "gray" / "2", "default")  # the label moves on
+    fresh = newer_backend(settings, current)
+    assert fresh is not None and fresh.version == 2
+    _label(repository_copy / "gray" / "2")  # and back: version 1 is the default again
+    back = newer_backend(settings, fresh)
+    assert back is not None and back.version == 1
+    for backend in (back, fresh, current):
+        backend.close()
 
 
 def test_a_pinned_version_is_never_replaced(repository_copy: Path, tmp_path: Path) -> None:

@@ -59,8 +59,10 @@ Global___VersionState: _TypeAlias = VersionState  # noqa: Y015
 
 @_typing.final
 class ModelSpec(_message.Message):
-    """Which model, and optionally which version: a number, or a label ("stable" = newest
-    available version, "previous" = the one before it). Neither: the newest available version.
+    """Which model, and optionally which version: a number, or a label ("latest" = newest
+    available version, "previous" = the one before it, "stable" = the default version, or a
+    manifest label). Neither: the default version (the newest available one whose manifest
+    carries the label "default", else the newest).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
