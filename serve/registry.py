@@ -23,6 +23,7 @@ from pathlib import Path
 from serve.batching import Batcher
 from serve.errors import ManifestError, ModelNotFound, ModelNotReady, VersionNotFound
 from serve.loader import Classifier, load
+from serve.manifest import Manifest
 from serve.repository import (
     MANIFEST_FILE,
     SAVED_MODEL_FILE,
@@ -70,6 +71,7 @@ class ModelRegistry:
         self._loader = loader
         self._on_change = on_change
         self._models: dict[str, dict[int, LoadedVersion]] = {}
+        self._labels: dict[Path, tuple[tuple[int, int], tuple[str, ...]]] = {}  # by fingerprint
         self._lock = asyncio.Lock()
         self.synced = False  # True after the first full sync
 
@@ -99,7 +101,9 @@ class ModelRegistry:
                 del entries[version]
         while True:
             failed = {v for v, e in entries.items() if e.state is VersionState.FAILED}
-            want = self.policy.select([v for v in on_disk if v not in failed])
+            candidates = [v for v in on_disk if v not in failed]
+            default = pick(None, [(v, self._labels_on_disk(*on_disk[v])) for v in candidates])
+            want = self.policy.select(candidates, default)
             todo = [v for v in want if v not in entries]
             if not todo:
                 break
@@ -110,6 +114,18 @@ class ModelRegistry:
         await asyncio.gather(*(self._unload(entry) for entry in stale))
         if not entries:
             del self._models[name]
+
+    def _labels_on_disk(self, path: Path, fingerprint: tuple[int, int]) -> tuple[str, ...]:
+        """The labels a version's manifest carries (none if it is unreadable: loading says why)."""
+        cached = self._labels.get(path)
+        if cached is not None and cached[0] == fingerprint:
+            return cached[1]
+        try:
+            labels = Manifest.read(path / MANIFEST_FILE).labels
+        except ManifestError:
+            labels = ()
+        self._labels[path] = (fingerprint, labels)
+        return labels
 
     async def _load(
         self, name: str, version: int, path: Path, fingerprint: tuple[int, int]

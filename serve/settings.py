@@ -23,7 +23,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class VersionPolicy:
     """Which versions of each model to serve, as TensorFlow Serving's `model_version_policy`.
 
-    "latest:N" (the N newest loadable versions), "all", or "specific:1,3".
+    "latest:N" (the N newest loadable versions, and the default version if it is older: see
+    `serve.version_labels`), "all", or "specific:1,3".
     """
 
     kind: Literal["latest", "all", "specific"] = "latest"
@@ -47,11 +48,13 @@ class VersionPolicy:
             raise ValueError(f"bad version policy {text!r}: {exc}") from exc
         raise ValueError(f"version policy must be latest[:N], all or specific:V1,V2; not {text!r}")
 
-    def select(self, candidates: Sequence[int]) -> list[int]:
-        """The versions to serve among loadable `candidates` (any order), newest first."""
+    def select(self, candidates: Sequence[int], default: int | None = None) -> list[int]:
+        """The versions to serve among loadable `candidates` (any order), newest first;
+        `default`: the default version among them, kept by "latest:N" however old."""
         newest_first = sorted(candidates, reverse=True)
         if self.kind == "latest":
-            return newest_first[: self.count]
+            kept = newest_first[: self.count]
+            return kept if default is None or default in kept else [*kept, default]
         if self.kind == "specific":
             return [v for v in newest_first if v in self.versions]
         return newest_first

@@ -54,6 +54,14 @@ def test_version_policy(text: str, candidates: list[int], chosen: list[int]) -> 
     assert VersionPolicy.parse(str(policy)) == policy
 
 
+def test_latest_keeps_an_older_default_version_and_the_others_ignore_it() -> None:
+    assert VersionPolicy.parse("latest").select([1, 3, 2], default=1) == [3, 1]
+    assert VersionPolicy.parse("latest:2").select([1, 3, 2], default=2) == [3, 2]
+    assert VersionPolicy.parse("latest").select([1, 3, 2], default=3) == [3]
+    assert VersionPolicy.parse("specific:3").select([1, 3, 2], default=1) == [3]
+    assert VersionPolicy.parse("all").select([1, 2], default=1) == [2, 1]
+
+
 @pytest.mark.parametrize("text", ["latest:0", "specific:", "some", "all:3", "latest:x"])
 def test_bad_version_policy(text: str) -> None:
     with pytest.raises(ValueError):

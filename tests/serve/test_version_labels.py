@@ -24,6 +24,7 @@ from serve.errors import ManifestError, VersionNotFound
 from serve.manifest import Manifest
 from serve.repository import resolve
 from serve.version_labels import assigned, check_label, pick
+from serve.versions import VersionState
 from tests.batch.conftest import run_cli
 from tests.batch.watch.helpers import Daemon, report_rows, wait_rows
 from tests.serve.conftest import ServerThread, make_settings
@@ -203,13 +204,14 @@ def test_clfbatch_watch_version_label(labelled: Path, tmp_path: Path) -> None:
 
 
 # gray/1 is the default version although gray/2 is newer (a faster, less accurate one, say)
+AVAILABLE = VersionState.AVAILABLE
 DEFAULT_LABELS = {1: ["default"], 2: ["fast"]}
 
 
 @pytest.fixture(scope="module")
 def pinned_default(two_versions: Path, tmp_path_factory: pytest.TempPathFactory):
     root = _labelled_repository(two_versions, tmp_path_factory.mktemp("default"), DEFAULT_LABELS)
-    running = ServerThread(make_settings(root, version_policy="all")).start()
+    running = ServerThread(make_settings(root)).start()  # latest:1, which keeps the default too
     with Client(running.target) as client:
         client.wait_ready(60)
     yield root, running
@@ -226,6 +228,7 @@ def test_unpinned_requests_get_the_default_version_on_every_protocol(pinned_defa
         assert client.classify("gray", [PNG], label="latest").version == 2
         info = client.get_model("gray")
     assert info.default_version == 1
+    assert {v.version: v.state for v in info.versions} == {1: AVAILABLE, 2: AVAILABLE}
     assert {v.version: set(v.labels) for v in info.versions} == {
         1: {"stable", "previous", "default"},
         2: {"latest", "fast"},
