@@ -44,6 +44,7 @@ from serve.errors import ServeError
 log = logging.getLogger("clfbatch.watch")
 MAX_BACKOFF = 30.0
 SUMMARY_INTERVAL = 1.0
+MAX_SCAN_DELAY = 9  # rescan periods a busy daemon may put its rescan off by
 
 
 class WatchDaemon:
@@ -133,7 +134,7 @@ class WatchDaemon:
                 if now >= next_reload and not self._arrivals and not self._pending:
                     self._maybe_reload(worker)
                     next_reload = now + s.reload_s
-                if now >= next_scan:
+                if now >= self._scan_at(next_scan):
                     for path in inbox.scan():
                         if path not in self._arrivals:
                             settler.note(path)
@@ -148,9 +149,19 @@ class WatchDaemon:
                     self._attempt(worker, lambda: self._step(worker, take=self._arrivals.due()))
                     continue
                 self._write_summary(worker)
-                self._wake.wait(self._timeout(len(settler), min(next_scan, next_reload)))
+                due = min(self._scan_at(next_scan), next_reload)
+                self._wake.wait(self._timeout(len(settler), due))
             if self._pending:  # stopping: the batch already taken in is finished, not dropped
                 self._attempt(worker, lambda: self._step(worker, take=False))
+
+    def _scan_at(self, next_scan: float) -> float:
+        """When the rescan is due: every `rescan_s`, but put off while batches are in hand (by
+        up to `MAX_SCAN_DELAY` periods). In a burst the events bring the files, and a rescan
+        would look at every file still waiting in the inbox again (a stat and a journal lookup
+        each): a fifth of the main loop's time when 10,000 files arrive at once."""
+        if self._arrivals or self._pending:
+            return next_scan + MAX_SCAN_DELAY * self.settings.rescan_s
+        return next_scan
 
     def _timeout(self, pending: int, next_due: float) -> float:
         """How long to sleep: until the next rescan or model check, a batch's deadline, or (with

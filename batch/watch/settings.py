@@ -53,7 +53,9 @@ class WatchSettings(ModelChoice):
     recursive: Annotated[bool, Opt("Watch every sub-folder too.")] = False
     labels: Annotated[Path | None, Opt("CSV of path,label: true labels for arriving files.")] = None
     top_k: Annotated[int, Opt("Labels and scores kept per image.", min=1)] = 3
-    rescan_s: Annotated[float, Opt("Full rescan period (backs up lost events).", min=0.05)] = 2.0
+    rescan_s: Annotated[
+        float, Opt("Full rescan period (backs up lost events; put off while busy).", min=0.05)
+    ] = 2.0
     reload_s: Annotated[float, Opt("How often to look for a newer model version.", min=0.1)] = 5.0
     journal: Annotated[
         Path | None, Opt("Journal file (default: OUT/.clfwatch/journal.sqlite).")

@@ -4,8 +4,11 @@ taken again however many rescans pass."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,20 @@ def _inbox(root: Path, count: int) -> dict[str, bytes]:
     for name, data in originals.items():
         (root / name).write_bytes(data)
     return originals
+
+
+@contextlib.contextmanager
+def _running(settings: WatchSettings) -> Iterator[list[int]]:
+    """The daemon on a thread; on leaving, a stop request, and its exit code lands in the list."""
+    daemon = WatchDaemon(settings)
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(daemon.run()))
+    thread.start()
+    try:
+        yield codes
+    finally:
+        daemon.request_stop()
+        thread.join()
 
 
 def _journal_rows(out: Path) -> int:
@@ -95,20 +112,13 @@ def test_copies_left_in_the_inbox_are_never_taken_again(
         return real_scan(self)
 
     monkeypatch.setattr(Inbox, "scan", counted_scan)
-    daemon = WatchDaemon(settings)
-    codes: list[int] = []
-    thread = threading.Thread(target=lambda: codes.append(daemon.run()))
-    thread.start()
-    try:
+    with _running(settings) as codes:
         wait_rows(out / "labels.csv", 20)
         with scanned:
             # With batch_ms=0 whatever a rescan enqueues is journaled in the same loop turn,
             # so two more rescans started means one full turn ran after the last row.
             target = scans + 2
             assert scanned.wait_for(lambda: scans >= target, timeout=60)
-    finally:
-        daemon.request_stop()
-        thread.join()
     assert codes == [0]
     assert _journal_rows(out) == 20
     rows = report_rows(out / "labels.csv")
@@ -116,3 +126,39 @@ def test_copies_left_in_the_inbox_are_never_taken_again(
     for row in rows:
         assert (out / row["new_path"]).read_bytes() == originals[row["path"]]
         assert (inbox / row["path"]).read_bytes() == originals[row["path"]]
+
+
+def test_a_busy_daemon_puts_its_rescan_off(
+    model_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While batches are in hand the rescan (every 0.05 s here) waits up to ten periods: twenty
+    files in batches of two, each batch finishing in 0.1 s, see a rescan at most every 0.5 s,
+    not one per batch; every file is still taken once."""
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    originals = _inbox(inbox, 20)
+    settings = WatchSettings(
+        inbox=inbox, out=out, model="gray", repository=model_repository,
+        settle_ms=0, batch_ms=0, batch_max=2, rescan_s=0.05,
+    )  # fmt: skip
+    scans: list[float] = []
+    finishes: list[float] = []
+    real_scan, real_finish = Inbox.scan, WatchDaemon._finish
+
+    def counted_scan(self: Inbox) -> Any:
+        scans.append(time.monotonic())
+        return real_scan(self)
+
+    def slow_finish(self: WatchDaemon, *args: Any) -> None:
+        time.sleep(0.1)
+        real_finish(self, *args)
+        finishes.append(time.monotonic())
+
+    monkeypatch.setattr(Inbox, "scan", counted_scan)
+    monkeypatch.setattr(WatchDaemon, "_finish", slow_finish)
+    with _running(settings) as codes:
+        wait_rows(out / "labels.csv", 20)
+    assert codes == [0]
+    assert sorted(row["path"] for row in report_rows(out / "labels.csv")) == sorted(originals)
+    assert len(finishes) == 10
+    busy = [t for t in scans if finishes[0] < t < finishes[-1]]
+    assert len(busy) <= (finishes[-1] - finishes[0]) / 0.5 + 1, (busy, finishes)
