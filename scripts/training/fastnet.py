@@ -113,7 +113,7 @@ def architecture(
     cutout = f", {augment.cutout}-pixel cutout" if augment.cutout else ""
     return Architecture(
         name,
-        fastnet(widths, name=f"cifar10_{name}"),
+        fastnet(widths, name=f"cifar10_{name.replace('-', '_')}"),
         f"speed-run recipe (airbench94/DAWNBench ideas), widths {'/'.join(map(str, widths))}: "
         "frozen 2x2 patch-whitening conv, Dirac init, BN bias at 64x LR, Nesterov SGD, "
         "triangular schedule, lookahead, label smoothing 0.2, "
