@@ -127,6 +127,13 @@ TASKS: dict[str, Task] = {
                 "two stride-2 convolutions (5x5/32, 3x3/64), BN, flatten: the fast one to serve",
                 replace(_MNIST_CNN, epochs=20, patience=20),
             ),
+            # a third stride-2 stage (28 -> 14 -> 7 -> 4) at about the multiply-adds of "strided"
+            "strided3": Architecture(
+                "strided3",
+                nets.strided_cnn((24, 48, 96), name="mnist_strided3"),
+                "three stride-2 convolutions (5x5/24, 3x3/48, 3x3/96), BN, flatten",
+                replace(_MNIST_CNN, epochs=24, patience=24),
+            ),
             "tiny": _tiny(),
         },
     ),
