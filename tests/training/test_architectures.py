@@ -42,7 +42,7 @@ def test_every_architecture_builds_a_softmax_over_the_classes(task: str):
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(TaskError, match="valid: blood_cells, cifar10, faces, homer_bart, mnist"):
         get_task("imagenet")
-    archs = "cnn, cnn3, strided, tiny, tuned, tutorial, tutorial-004"
+    archs = "cnn, cnn3, strided, strided3, tiny, tuned, tutorial, tutorial-004"
     with pytest.raises(TaskError, match=f"valid: {archs}"):
         get_task("mnist").arch("vgg16")
 
